@@ -1,0 +1,365 @@
+"""Typed configuration (OmegaConf structured dataclasses).
+
+Every field is documented where it is declared, with its unit where it has one. Defaults are the paper's
+(SPEC Appendix A, decisions of SPEC section 0). ``load_config`` merges a YAML file and ``key=value`` overrides
+onto these defaults and validates the result; every user-facing problem raises :class:`ConfigError` whose
+message is one line naming the offending key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+BACKBONES = ("mamba2",)
+"""Dynamics backbones implemented so far (``world_model.backbone.name``)."""
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; the message is one line."""
+
+
+@dataclass
+class EnvConfig:
+    id: str = "ALE/Pong-v5"
+    """gymnasium environment id; ``ALE/*`` ids use the Atari protocol (SPEC 1.1), others vector observations."""
+
+
+@dataclass
+class EncoderConfig:
+    depth: int = 16
+    """channels of the first conv layer (channels); layer i has ``depth * mults[i]``."""
+    mults: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 4])
+    """per-layer channel multipliers of the conv encoder; the decoder mirrors them (SPEC 2.2, 2.4)."""
+    kernel: int = 5
+    """conv / transposed-conv kernel size (pixels), 'same' padding."""
+    mlp_hidden: int = 256
+    """width of the MLP encoder/decoder used for vector observations (units; SPEC 2.11)."""
+    mlp_layers: int = 2
+    """hidden layers of the MLP encoder/decoder for vector observations (layers)."""
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "mamba2"
+    """dynamics sequence model: mamba2 (pure-PyTorch chunked SSD)."""
+    n_layer: int = 2
+    """number of residual blocks (layers)."""
+    d_state: int = 16
+    """SSM state size N per head (state dims)."""
+    expand: int = 2
+    """inner width factor: d_inner = expand * hidden_dim."""
+    headdim: int = 64
+    """Mamba-2 head dimension P (channels); nheads = d_inner / headdim."""
+    ngroups: int = 1
+    """Mamba-2 groups sharing B and C (groups)."""
+    d_conv: int = 4
+    """depthwise causal conv width (time steps)."""
+    chunk_size: int = 256
+    """chunk length Q of the chunked SSD scan (time steps); any value >= 1 gives the same result."""
+
+
+@dataclass
+class HeadConfig:
+    hidden: int = 256
+    """hidden width of the reward/termination MLP (units)."""
+    layers: int = 1
+    """hidden layers of the reward/termination MLP (layers)."""
+
+
+@dataclass
+class TwoHotConfig:
+    bins: int = 255
+    """number of two-hot bins (bins)."""
+    low: float = -20.0
+    """lowest bin in symlog space."""
+    high: float = 20.0
+    """highest bin in symlog space."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 4e-5
+    """LaProp learning rate (per optimiser step)."""
+    eps: float = 1e-20
+    """LaProp epsilon."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """LaProp (beta1, beta2)."""
+    warmup_steps: int = 1000
+    """linear learning-rate warm-up length (optimiser steps): factor min(1, (k+1)/warmup_steps)."""
+    max_grad_norm: float = 1000.0
+    """global gradient-norm clip (L2 norm)."""
+
+
+@dataclass
+class WorldModelLossConfig:
+    reconstruction: float = 1.0
+    """weight of the reconstruction loss (sum over pixels, mean over B*L)."""
+    reward: float = 1.0
+    """weight of the symlog two-hot reward loss."""
+    termination: float = 1.0
+    """weight of the termination BCE loss."""
+    dynamics: float = 1.0
+    """weight of KL(sg(q_{t+1}) || p_t) (SPEC 2.7)."""
+    representation: float = 0.1
+    """weight of KL(q_{t+1} || sg(p_t)) (SPEC 2.7)."""
+    free_bits: float = 1.0
+    """free bits (nats): the KL terms are max(free_bits, KL)."""
+    free_bits_mode: str = "batch"
+    """where free bits clip: batch (the reference: on the batch-mean KL) or step (per time step, DreamerV3)."""
+
+
+@dataclass
+class WorldModelConfig:
+    stoch_dim: int = 32
+    """number of categorical latent variables (variables)."""
+    class_dim: int = 32
+    """classes per categorical latent variable (classes)."""
+    hidden_dim: int = 512
+    """width of the sequence model output h (units)."""
+    unimix: float = 0.01
+    """uniform mixture on the latent categoricals (fraction)."""
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """observation encoder/decoder."""
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    """dynamics sequence model."""
+    reward_head: HeadConfig = field(default_factory=HeadConfig)
+    """reward head on h (SPEC 2.6)."""
+    termination_head: HeadConfig = field(default_factory=HeadConfig)
+    """termination head on h (SPEC 2.6)."""
+    two_hot: TwoHotConfig = field(default_factory=TwoHotConfig)
+    """two-hot bins of the reward head (and the critic)."""
+    loss: WorldModelLossConfig = field(default_factory=WorldModelLossConfig)
+    """loss weights and free bits."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """world-model optimiser (LaProp)."""
+
+
+@dataclass
+class ActorCriticConfig:
+    num_layers: int = 3
+    """hidden layers of actor and critic (layers)."""
+    actor_hidden: int = 256
+    """actor hidden width (units)."""
+    critic_hidden: int = 512
+    """critic hidden width (units)."""
+    gamma: float = 0.985
+    """discount per env step."""
+    lambda_: float = 0.95
+    """lambda of the lambda-return."""
+    bootstrap: str = "textbook"
+    """lambda-return bootstrap: textbook (v[t+1]) or reference (v[t], STORM/DRAMA's formula, SPEC B3)."""
+    entropy_coef: float = 3e-4
+    """entropy bonus coefficient."""
+    slow_critic_decay: float = 0.98
+    """EMA decay of the slow critic per update."""
+    return_ema_decay: float = 0.99
+    """EMA decay of the 5th/95th return percentiles per update."""
+    return_percentiles: list[float] = field(default_factory=lambda: [0.05, 0.95])
+    """low and high return percentiles (fractions) of the return scale S = P_high - P_low."""
+    vecnorm_clip: float = 10.0
+    """clip of the actor's normalised input (standard deviations)."""
+    vecnorm_eps: float = 1e-8
+    """epsilon of the actor's input normalisation."""
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(max_grad_norm=100.0))
+    """actor-critic optimiser (LaProp)."""
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16
+    """sequences per world-model update (sequences)."""
+    batch_length: int = 128
+    """length of each world-model training sequence (env steps)."""
+
+
+@dataclass
+class ImaginationConfig:
+    batch_size: int = 1024
+    """imagined rollouts per actor-critic update (rollouts)."""
+    context_length: int = 8
+    """real steps encoded before imagining (env steps)."""
+    horizon: int = 16
+    """imagined steps per rollout (steps)."""
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"
+    """torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps."""
+    precision: str = "auto"
+    """numeric precision: auto (bf16-mixed where the device supports bf16, else 32-true), 32-true, bf16-mixed."""
+    seed: int = 3710
+    """global random seed."""
+
+
+@dataclass
+class DramaConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """environment."""
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    """world model (SPEC 2)."""
+    actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+    """actor-critic (SPEC 4)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """world-model training batches."""
+    imagination: ImaginationConfig = field(default_factory=ImaginationConfig)
+    """imagination batches (SPEC 3.2)."""
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    """device, precision and seed."""
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DramaConfig:
+    """Defaults <- YAML file <- ``key=value`` overrides, validated. Raises :class:`ConfigError`."""
+    schema = OmegaConf.structured(DramaConfig)
+    merged: Any = schema
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as exc:  # YAML syntax errors
+            raise ConfigError(f"cannot parse {path}: {_one_line(exc)}") from None
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        try:
+            merged = OmegaConf.merge(merged, loaded)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{path}: {_omegaconf_message(exc)}") from None
+    for item in overrides or []:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"override {item!r}: {_omegaconf_message(exc)}") from None
+    cfg: DramaConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    validate(cfg)
+    return cfg
+
+
+def _omegaconf_message(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None)
+    msg = getattr(exc, "msg", None) or _one_line(exc)
+    msg = msg.strip().splitlines()[0]
+    if "not in struct" in msg or "Key '" in msg and "not in" in msg:
+        return f"unknown key '{key}'" if key else msg
+    return f"{key}: {msg}" if key else msg
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def validate(cfg: DramaConfig) -> None:
+    """Value checks that types alone cannot express. Raises :class:`ConfigError`."""
+    wm, ac = cfg.world_model, cfg.actor_critic
+    positive_ints = {
+        "world_model.stoch_dim": wm.stoch_dim,
+        "world_model.class_dim": wm.class_dim,
+        "world_model.hidden_dim": wm.hidden_dim,
+        "world_model.encoder.depth": wm.encoder.depth,
+        "world_model.encoder.kernel": wm.encoder.kernel,
+        "world_model.encoder.mlp_hidden": wm.encoder.mlp_hidden,
+        "world_model.backbone.n_layer": wm.backbone.n_layer,
+        "world_model.backbone.d_state": wm.backbone.d_state,
+        "world_model.backbone.expand": wm.backbone.expand,
+        "world_model.backbone.headdim": wm.backbone.headdim,
+        "world_model.backbone.ngroups": wm.backbone.ngroups,
+        "world_model.backbone.d_conv": wm.backbone.d_conv,
+        "world_model.backbone.chunk_size": wm.backbone.chunk_size,
+        "world_model.reward_head.hidden": wm.reward_head.hidden,
+        "world_model.termination_head.hidden": wm.termination_head.hidden,
+        "world_model.two_hot.bins": wm.two_hot.bins,
+        "actor_critic.num_layers": ac.num_layers,
+        "actor_critic.actor_hidden": ac.actor_hidden,
+        "actor_critic.critic_hidden": ac.critic_hidden,
+        "train.batch_size": cfg.train.batch_size,
+        "train.batch_length": cfg.train.batch_length,
+        "imagination.batch_size": cfg.imagination.batch_size,
+        "imagination.context_length": cfg.imagination.context_length,
+        "imagination.horizon": cfg.imagination.horizon,
+    }
+    for key, value in positive_ints.items():
+        _check(value >= 1, key, value, "must be a positive integer")
+    for key, value in {
+        "world_model.encoder.mlp_layers": wm.encoder.mlp_layers,
+        "world_model.reward_head.layers": wm.reward_head.layers,
+        "world_model.termination_head.layers": wm.termination_head.layers,
+        "world_model.optim.warmup_steps": wm.optim.warmup_steps,
+        "actor_critic.optim.warmup_steps": ac.optim.warmup_steps,
+    }.items():
+        _check(value >= 0, key, value, "must be a non-negative integer")
+    _check(len(wm.encoder.mults) >= 1 and all(m >= 1 for m in wm.encoder.mults), "world_model.encoder.mults",
+           list(wm.encoder.mults), "must be a non-empty list of positive integers")
+    _check(wm.backbone.name in BACKBONES, "world_model.backbone.name", wm.backbone.name,
+           f"allowed: {', '.join(BACKBONES)}")
+    d_inner = wm.backbone.expand * wm.hidden_dim
+    _check(d_inner % wm.backbone.headdim == 0, "world_model.backbone.headdim", wm.backbone.headdim,
+           f"must divide expand*hidden_dim = {d_inner}")
+    _check((d_inner // wm.backbone.headdim) % wm.backbone.ngroups == 0, "world_model.backbone.ngroups",
+           wm.backbone.ngroups, "must divide the number of heads")
+    _check(0.0 <= wm.unimix < 1.0, "world_model.unimix", wm.unimix, "must be in [0, 1)")
+    _check(wm.two_hot.low < wm.two_hot.high and wm.two_hot.bins >= 2, "world_model.two_hot",
+           f"{wm.two_hot.bins} bins over [{wm.two_hot.low}, {wm.two_hot.high}]", "need bins >= 2 and low < high")
+    _check(wm.loss.free_bits_mode in ("batch", "step"), "world_model.loss.free_bits_mode",
+           wm.loss.free_bits_mode, "allowed: batch, step")
+    for name in ("reconstruction", "reward", "termination", "dynamics", "representation", "free_bits"):
+        value = getattr(wm.loss, name)
+        _check(value >= 0 and math.isfinite(value), f"world_model.loss.{name}", value,
+               "must be a finite number >= 0")
+    _check(ac.bootstrap in ("textbook", "reference"), "actor_critic.bootstrap", ac.bootstrap,
+           "allowed: textbook, reference")
+    for key, value in {"actor_critic.gamma": ac.gamma, "actor_critic.lambda_": ac.lambda_,
+                       "actor_critic.slow_critic_decay": ac.slow_critic_decay,
+                       "actor_critic.return_ema_decay": ac.return_ema_decay}.items():
+        _check(0.0 <= value <= 1.0, key, value, "must be in [0, 1]")
+    lo_hi = list(ac.return_percentiles)
+    _check(len(lo_hi) == 2 and 0.0 <= lo_hi[0] < lo_hi[1] <= 1.0, "actor_critic.return_percentiles", lo_hi,
+           "must be [low, high] with 0 <= low < high <= 1")
+    _check(ac.entropy_coef >= 0, "actor_critic.entropy_coef", ac.entropy_coef, "must be >= 0")
+    for prefix, opt in (("world_model.optim", wm.optim), ("actor_critic.optim", ac.optim)):
+        _check(opt.lr > 0, f"{prefix}.lr", opt.lr, "must be > 0")
+        _check(opt.eps >= 0, f"{prefix}.eps", opt.eps, "must be >= 0")
+        _check(opt.max_grad_norm > 0, f"{prefix}.max_grad_norm", opt.max_grad_norm, "must be > 0")
+        betas = list(opt.betas)
+        _check(len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas), f"{prefix}.betas", betas,
+               "must be [beta1, beta2] in [0, 1)")
+    device = cfg.runtime.device
+    _check(device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit()),
+           "runtime.device", device, "allowed: auto, cpu, cuda, cuda:N, mps")
+    _check(cfg.runtime.precision in ("auto", "32-true", "bf16-mixed"), "runtime.precision",
+           cfg.runtime.precision, "allowed: auto, 32-true, bf16-mixed")
+
+
+def to_yaml(cfg: DramaConfig) -> str:
+    """The resolved configuration as YAML."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_flat_dict(cfg: DramaConfig) -> dict[str, Any]:
+    """Dotted keys -> values (for tracking params)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, name + ".")
+            else:
+                out[name] = value
+
+    walk(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True), "")
+    return out

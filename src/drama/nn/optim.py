@@ -1,0 +1,41 @@
+"""LaProp with linear learning-rate warm-up and the precision policy (SPEC 2.8, 4.3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from pytorch_optimizer import LaProp
+from torch.optim.lr_scheduler import LambdaLR
+
+from drama.config import OptimConfig
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """``pytorch_optimizer.LaProp`` with the config's lr, betas and eps; no weight decay, not centred."""
+    beta1, beta2 = cfg.betas
+    return LaProp(params, lr=cfg.lr, betas=(beta1, beta2), eps=cfg.eps, weight_decay=0.0, centered=False,
+                  ams_bound=False)
+
+
+def build_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int) -> LambdaLR:
+    """Linear warm-up: the lr factor is ``min(1, (k+1)/warmup_steps)`` at optimiser step k (0 = no warm-up)."""
+    if warmup_steps <= 0:
+        return LambdaLR(optimizer, lambda k: 1.0)
+    return LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warmup_steps))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available, else cpu; other names as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16-mixed`` where the device supports bf16 autocast (CUDA with bf16), else ``32-true``."""
+    if name != "auto":
+        return name
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
