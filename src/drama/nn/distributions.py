@@ -7,6 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def upcast(x: Tensor) -> Tensor:
+    """``x`` in at least float32 (half/bfloat16 -> float32; float64 stays float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def symlog(x: Tensor) -> Tensor:
     """sign(x) * ln(1 + |x|)."""
     return torch.sign(x) * torch.log1p(x.abs())
@@ -50,19 +55,19 @@ class SymlogTwoHot(nn.Module):
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         """Per-element cross-entropy (shape of ``target``) between ``logits`` and two-hot(symlog(target))."""
-        logits = logits.float()
-        return -(self.encode(target.float()) * F.log_softmax(logits, dim=-1)).sum(-1)
+        logits = upcast(logits)
+        return -(self.encode(upcast(target)).to(logits.dtype) * F.log_softmax(logits, dim=-1)).sum(-1)
 
     def decode(self, logits: Tensor) -> Tensor:
         """Expected value in symlog space, mapped back with symexp."""
-        probs = F.softmax(logits.float(), dim=-1)
-        return symexp((probs * self.bins).sum(-1))
+        probs = F.softmax(upcast(logits), dim=-1)
+        return symexp((probs * self.bins.to(probs.dtype)).sum(-1))
 
 
 def categorical_kl(p_logits: Tensor, q_logits: Tensor) -> Tensor:
     """KL(p || q) of categoricals given as logits (..., K, C), summed over the K variables -> (...)."""
-    p_log = F.log_softmax(p_logits.float(), dim=-1)
-    q_log = F.log_softmax(q_logits.float(), dim=-1)
+    p_log = F.log_softmax(upcast(p_logits), dim=-1)
+    q_log = F.log_softmax(upcast(q_logits), dim=-1)
     return (p_log.exp() * (p_log - q_log)).sum(dim=(-2, -1))
 
 

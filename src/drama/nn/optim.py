@@ -39,3 +39,28 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
+
+
+def optimizer_step(module: torch.nn.Module, loss: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
+    """One manual-optimisation step of a LightningModule: zero grads, backward, clip, step, warm-up step.
+
+    Uses Fabric's wrapped optimizer, ``fabric.backward`` and ``fabric.clip_gradients`` when the module was set up
+    with ``fabric.setup``; otherwise plain PyTorch, so modules also work stand-alone (tests, notebooks). The
+    module must have ``optimizer`` and ``lr_warmup`` attributes (set by its ``configure_optimizers``). Returns the
+    gradient norm before clipping.
+    """
+    fabric = getattr(module, "fabric", None)
+    if fabric is not None:
+        optimizer = module.optimizers()  # type: ignore[operator]
+        optimizer.zero_grad(set_to_none=True)
+        fabric.backward(loss)
+        grad_norm = fabric.clip_gradients(module, optimizer, max_norm=max_grad_norm)
+    else:
+        optimizer = module.optimizer  # type: ignore[assignment]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in module.parameters() if p.requires_grad], max_norm=max_grad_norm)
+    optimizer.step()
+    module.lr_warmup.step()  # type: ignore[operator]
+    return grad_norm.detach()

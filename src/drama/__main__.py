@@ -1,0 +1,5 @@
+import sys
+
+from drama.cli import main
+
+sys.exit(main())

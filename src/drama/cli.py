@@ -1,0 +1,59 @@
+"""Command line: ``drama info --config FILE [key=value ...]``.
+
+User errors (unknown keys, bad values, missing files, unknown envs) print one line ``drama: error: ...`` to
+stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from drama.config import ConfigError, load_config, to_yaml
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + message otherwise)
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="drama", description="DRAMA: Mamba-2 world-model reinforcement learning.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    info = sub.add_parser("info", help="print the resolved config and the parameter counts (JSON, last line)")
+    info.add_argument("--config", required=True, help="YAML config file, e.g. conf/atari.yaml")
+    info.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
+    return parser
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    from drama.build import build_models
+    from drama.envs.spec import probe_env
+    from drama.summary import parameter_counts
+
+    spec = probe_env(cfg.env)
+    world_model, actor_critic = build_models(cfg, spec)
+    print(to_yaml(cfg), end="")
+    print(f"# env {cfg.env.id}: observation {list(spec.obs_shape)}, {spec.num_actions} actions")
+    print(json.dumps(parameter_counts(world_model, actor_critic)))
+    return 0
+
+
+COMMANDS = {"info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"drama: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Imagination: rollouts of the policy inside the world model (SPEC 3.2, decisions 2 and 3).
+
+1. Encode the C real context frames to posterior samples ``z_0..z_{C-1}``.
+2. One **parallel** backbone pass over ``(z_k, a_k)`` (real actions) gives ``h_0..h_{C-1}`` and the backbone
+   state; the context is never recomputed per step.
+3. ``ẑ_C ~ p(. | h_{C-1})``; state ``s_0 = [ẑ_C, h_{C-1}]``.
+4. For j = 0..H-1: ``a'_j = policy(s_j)``; ``h_{C+j} = step([ẑ_{C+j}, a'_j])`` (float straight-through latents,
+   never truncated, B1); ``ẑ_{C+j+1} ~ p(. | h_{C+j})``; ``s_{j+1} = [ẑ_{C+j+1}, h_{C+j}]``.
+5. ``reward[j] = R(h_{C+j})`` and ``termination[j] = T(h_{C+j}) > 0``: both belong to the action ``a'_j`` taken
+   at index j (decision 3), for every backbone.
+
+The output TensorDict (batch ``[B]``) holds ``features`` (B, H+1, latent+hidden) = ``s_0..s_H``, ``action``
+(B, H), ``reward`` (B, H), ``termination`` (B, H) bool, and ``context_latent`` (B, C, latent) = ``z_0..z_{C-1}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+from tensordict import TensorDict
+from torch import Tensor
+
+from drama.nn.distributions import upcast
+from drama.nn.heads import straight_through_sample
+
+if TYPE_CHECKING:
+    from drama.world_model import WorldModel
+
+
+@torch.no_grad()
+def imagine(world_model: WorldModel, context: TensorDict, policy: Callable[[Tensor], Tensor],
+            horizon: int) -> TensorDict:
+    """Imagine ``horizon`` steps from ``context`` (keys ``observation`` (B, C, ...), ``action`` (B, C)).
+
+    ``policy`` maps features (B, latent+hidden) to actions (B,) (e.g. ``ActorCritic.act``). The world model
+    runs in eval mode (BatchNorm running statistics) and is restored to its previous mode afterwards.
+    """
+    was_training = world_model.training
+    world_model.eval()
+    try:
+        with world_model.autocast():
+            z = straight_through_sample(world_model.encode(context["observation"])).flatten(-2)
+            h_context, state = world_model.dynamics(world_model.embed(z, context["action"]))
+            h = upcast(h_context[:, -1])
+            z_hat = world_model.sample_prior(h)
+            features, actions, hs = [torch.cat([z_hat, h], -1)], [], []
+            for _ in range(horizon):
+                action = policy(features[-1])
+                h, state = world_model.dynamics.step(world_model.embed(z_hat, action), state)
+                h = upcast(h)
+                z_hat = world_model.sample_prior(h)
+                features.append(torch.cat([z_hat, h], -1))
+                actions.append(action.long())
+                hs.append(h)
+            h_imagined = torch.stack(hs, 1)  # h_{C+j}, j = 0..H-1: has read a'_j
+            reward = world_model.predict_reward(h_imagined)
+            termination = world_model.predict_termination(h_imagined)
+    finally:
+        world_model.train(was_training)
+    batch_size = z.shape[0]
+    return TensorDict(
+        {
+            "features": torch.stack(features, 1),
+            "action": torch.stack(actions, 1),
+            "reward": reward,
+            "termination": termination,
+            "context_latent": upcast(z),
+        },
+        batch_size=[batch_size],
+    )

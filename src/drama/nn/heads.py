@@ -1,0 +1,63 @@
+"""Latent heads (32x32 categoricals, 1 % unimix, straight-through samples) and reward/termination heads.
+
+SPEC 2.3 (``DistHead``) and 2.6 (``RewardHead``, ``TerminationHead``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from drama.nn.distributions import upcast
+from drama.nn.encoders import mlp
+from drama.nn.init import fan_avg_trunc_normal_
+
+
+class CategoricalHead(nn.Module):
+    """``Linear(in -> stoch*classes)`` logits, reshaped to (..., stoch, classes), with unimix (SPEC 2.3).
+
+    ``probs = (1 - unimix) * softmax(logits) + unimix / classes`` and the returned logits are ``log(probs)``.
+    (The reference divides by the number of categoricals; both are 32 at the paper configuration, and
+    dividing by the class count is what makes ``probs`` a distribution for any shape.)
+    """
+
+    def __init__(self, in_dim: int, stoch_dim: int = 32, class_dim: int = 32, unimix: float = 0.01) -> None:
+        super().__init__()
+        self.stoch_dim, self.class_dim, self.unimix = stoch_dim, class_dim, unimix
+        self.linear = nn.Linear(in_dim, stoch_dim * class_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = upcast(self.linear(x).unflatten(-1, (self.stoch_dim, self.class_dim)))
+        if self.unimix > 0:
+            probs = (1.0 - self.unimix) * F.softmax(logits, dim=-1) + self.unimix / self.class_dim
+            logits = torch.log(probs)
+        return logits
+
+
+def straight_through_sample(logits: Tensor) -> Tensor:
+    """One-hot sample of each categorical plus ``probs - stopgrad(probs)`` (SPEC 2.3); stays float (B1)."""
+    probs = F.softmax(logits, dim=-1)
+    index = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).reshape(probs.shape[:-1])
+    one_hot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+    return one_hot + probs - probs.detach()
+
+
+def mode_sample(logits: Tensor) -> Tensor:
+    """The most likely class of each categorical, one-hot (float)."""
+    return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+
+
+class ScalarHead(nn.Module):
+    """``layers`` x [Linear -> RMSNorm -> SiLU] then ``Linear(hidden -> out_dim)`` on h (SPEC 2.6).
+
+    The reward head has ``out_dim`` = two-hot bins; the termination head one logit.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, layers: int = 1) -> None:
+        super().__init__()
+        self.net = mlp(in_dim, hidden, layers, out_dim=out_dim)
+        self.apply(fan_avg_trunc_normal_)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.net(h)
