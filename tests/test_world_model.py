@@ -146,3 +146,27 @@ def test_overfits_a_small_batch_of_pong_frames():
         wm.training_step(batch)
     end = recon_plus_reward()
     assert end * 10 <= start, f"reconstruction + reward loss fell only from {start:.1f} to {end:.1f}"
+
+
+def test_training_step_through_fabric_manual_optimisation():
+    import lightning as L
+
+    cfg = tiny_config("world_model.optim.warmup_steps=0")
+    wm = WorldModel(cfg.world_model, (4,), num_actions=3)
+    fabric = L.Fabric(accelerator="cpu", devices=1, precision="32-true")
+    optimizer = wm.configure_optimizers()
+    wm, _ = fabric.setup(wm, optimizer)
+    before = [p.detach().clone() for p in wm.parameters()]
+    metrics = wm.training_step(random_batch(wm.module))
+    assert torch.isfinite(metrics["loss/total"]) and metrics["grad_norm"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, wm.parameters(), strict=True))
+    assert wm.module.lr_warmup.last_epoch == 1  # the warm-up scheduler stepped once
+
+
+def test_gradient_norm_is_clipped_to_the_configured_maximum():
+    cfg = tiny_config("world_model.optim.max_grad_norm=0.001")
+    wm = WorldModel(cfg.world_model, (4,), num_actions=3)
+    wm.configure_optimizers()
+    metrics = wm.training_step(random_batch(wm))
+    clipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in wm.parameters() if p.grad is not None]))
+    assert metrics["grad_norm"] > 0.001 and clipped <= 0.001 * 1.0001
