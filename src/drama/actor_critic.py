@@ -24,6 +24,7 @@ from drama import returns
 from drama.config import ActorCriticConfig, TwoHotConfig
 from drama.nn.distributions import SymlogTwoHot
 from drama.nn.init import orthogonal_
+from drama.nn.mlp import mlp
 from drama.nn.optim import build_optimizer, build_warmup, optimizer_step
 
 NORM_EPS = 1e-5
@@ -85,16 +86,11 @@ class RunningNorm(nn.Module):
 
 def _mlp(in_dim: int, hidden: int, num_layers: int, out_dim: int) -> list[nn.Module]:
     """``num_layers`` x [Linear -> RMSNorm -> SiLU] -> Linear, reference init (SPEC 4.1)."""
-    layers: list[nn.Module] = []
-    width = in_dim
-    for _ in range(num_layers):
-        linear = nn.Linear(width, hidden, bias=True)
+    layers = list(mlp(in_dim, hidden, num_layers, out_dim=out_dim, eps=NORM_EPS))
+    linears = [m for m in layers if isinstance(m, nn.Linear)]
+    for linear in linears[:-1]:
         orthogonal_(linear, HIDDEN_GAIN)
-        layers += [linear, nn.RMSNorm(hidden, eps=NORM_EPS), nn.SiLU()]
-        width = hidden
-    head = nn.Linear(width, out_dim, bias=True)
-    orthogonal_(head, OUTPUT_GAIN)
-    layers.append(head)
+    orthogonal_(linears[-1], OUTPUT_GAIN)
     return layers
 
 

@@ -13,6 +13,7 @@ import math
 from torch import Tensor, nn
 
 from drama.nn.init import fan_avg_trunc_normal_
+from drama.nn.mlp import mlp
 
 
 class ConvEncoder(nn.Module):
@@ -74,18 +75,6 @@ class ConvDecoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         """(N, latent_dim) -> (N, C, H, W) in [0, 1]."""
         return self.net(self.stem(z))
-
-
-def mlp(in_dim: int, hidden: int, layers: int, out_dim: int | None = None, eps: float = 1e-5) -> nn.Sequential:
-    """``layers`` x [Linear -> RMSNorm -> SiLU], then an optional output Linear."""
-    modules: list[nn.Module] = []
-    dim = in_dim
-    for _ in range(layers):
-        modules += [nn.Linear(dim, hidden), nn.RMSNorm(hidden, eps=eps), nn.SiLU()]
-        dim = hidden
-    if out_dim is not None:
-        modules.append(nn.Linear(dim, out_dim))
-    return nn.Sequential(*modules)
 
 
 class MLPEncoder(nn.Module):

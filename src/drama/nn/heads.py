@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from drama.nn.distributions import upcast
-from drama.nn.encoders import mlp
 from drama.nn.init import fan_avg_trunc_normal_
+from drama.nn.mlp import mlp
 
 
 class CategoricalHead(nn.Module):
