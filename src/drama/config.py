@@ -18,6 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 BACKBONES = ("mamba2",)
 """Dynamics backbones implemented so far (``world_model.backbone.name``)."""
+SAMPLERS = ("dfs", "uniform")
+"""Replay start samplers (``replay.sampler``)."""
 
 
 class ConfigError(ValueError):
@@ -28,6 +30,14 @@ class ConfigError(ValueError):
 class EnvConfig:
     id: str = "ALE/Pong-v5"
     """gymnasium environment id; ``ALE/*`` ids use the Atari protocol (SPEC 1.1), others vector observations."""
+    action_repeat: int = 4
+    """Atari: times each action is repeated (raw frames); rewards are summed, the last 2 frames max-pooled."""
+    noop_max: int = 0
+    """Atari: at most this many random no-ops after each reset (raw agent steps; 0 = off, the reference)."""
+    reseed: str = "same"
+    """reset seeding: same (every reset reuses the run seed, the reference) or sequence (seed + k at reset k)."""
+    max_episode_frames: int = 108_000
+    """Atari: episode time limit (raw frames; 108k = 27k agent steps); vector envs keep their own limit."""
 
 
 @dataclass
@@ -171,11 +181,47 @@ class ActorCriticConfig:
 
 
 @dataclass
+class ReplayConfig:
+    capacity: int = 100_000
+    """replay buffer size (env steps); the oldest rows are overwritten."""
+    sampler: str = "dfs"
+    """start sampler: dfs (dynamic frequency-based sampling, SPEC 5) or uniform (STORM: uniform, with replacement)."""
+    tau: float = 10.0
+    """DFS temperature of world-model starts: p ~ exp(-c/tau) (sample counts)."""
+    imagination_tau: float = 10.0
+    """DFS temperature of imagination starts (sample counts)."""
+    alpha: float = 1.0
+    """DFS imagination-count penalty alpha (SPEC 5.3)."""
+    beta: float = 1.0
+    """DFS penalty beta on max(0, c - m/s) (SPEC 5.3)."""
+
+
+@dataclass
 class TrainConfig:
+    total_steps: int = 105_000
+    """env steps of the run (agent steps, after action repeat)."""
+    learning_steps: int = 100_000
+    """no update after this env step (both models freeze; the rest lets the last episode finish)."""
+    warmup_steps: int = 1032
+    """random-action env steps before the first update (SPEC 5.4)."""
+    world_model_every: int = 1
+    """env steps between world-model updates (env steps)."""
+    world_model_updates: int = 1
+    """world-model updates each time (updates)."""
+    actor_critic_every: int = 1
+    """env steps between imagination + actor-critic updates (env steps)."""
+    actor_critic_updates: int = 1
+    """imagination + actor-critic updates each time (updates)."""
     batch_size: int = 16
     """sequences per world-model update (sequences)."""
     batch_length: int = 128
     """length of each world-model training sequence (env steps)."""
+    acting_context: int = 16
+    """frames and actions the policy sees when acting (env steps, SPEC 3.1)."""
+    log_every: int = 100
+    """env steps between batched metric logs (env steps)."""
+    checkpoint_every: int = 2000
+    """env steps between checkpoints (env steps; 0 = only at the end)."""
 
 
 @dataclass
@@ -195,7 +241,17 @@ class RuntimeConfig:
     precision: str = "auto"
     """numeric precision: auto (bf16-mixed where the device supports bf16, else 32-true), 32-true, bf16-mixed."""
     seed: int = 3710
-    """global random seed."""
+    """global random seed (torch, numpy, python, environment)."""
+    deterministic: bool = False
+    """use deterministic torch algorithms (bitwise-reproducible CPU runs; slower)."""
+    output_dir: str = "runs"
+    """parent folder of run directories (one sub-folder per run)."""
+    run_name: str = ""
+    """run directory name; empty = <env>-<backbone>-seed<seed>-<timestamp>."""
+    experiment: str = "drama"
+    """MLflow experiment name."""
+    progress: bool = True
+    """show a rich progress bar on interactive terminals."""
 
 
 @dataclass
@@ -206,8 +262,10 @@ class DramaConfig:
     """world model (SPEC 2)."""
     actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
     """actor-critic (SPEC 4)."""
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    """replay buffer and DFS (SPEC 5)."""
     train: TrainConfig = field(default_factory=TrainConfig)
-    """world-model training batches."""
+    """training schedule (SPEC 6)."""
     imagination: ImaginationConfig = field(default_factory=ImaginationConfig)
     """imagination batches (SPEC 3.2)."""
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -286,6 +344,14 @@ def validate(cfg: DramaConfig) -> None:
         "actor_critic.num_layers": ac.num_layers,
         "actor_critic.actor_hidden": ac.actor_hidden,
         "actor_critic.critic_hidden": ac.critic_hidden,
+        "env.action_repeat": cfg.env.action_repeat,
+        "env.max_episode_frames": cfg.env.max_episode_frames,
+        "replay.capacity": cfg.replay.capacity,
+        "train.total_steps": cfg.train.total_steps,
+        "train.world_model_every": cfg.train.world_model_every,
+        "train.actor_critic_every": cfg.train.actor_critic_every,
+        "train.acting_context": cfg.train.acting_context,
+        "train.log_every": cfg.train.log_every,
         "train.batch_size": cfg.train.batch_size,
         "train.batch_length": cfg.train.batch_length,
         "imagination.batch_size": cfg.imagination.batch_size,
@@ -299,6 +365,12 @@ def validate(cfg: DramaConfig) -> None:
         "world_model.reward_head.layers": wm.reward_head.layers,
         "world_model.termination_head.layers": wm.termination_head.layers,
         "world_model.optim.warmup_steps": wm.optim.warmup_steps,
+        "env.noop_max": cfg.env.noop_max,
+        "train.learning_steps": cfg.train.learning_steps,
+        "train.warmup_steps": cfg.train.warmup_steps,
+        "train.world_model_updates": cfg.train.world_model_updates,
+        "train.actor_critic_updates": cfg.train.actor_critic_updates,
+        "train.checkpoint_every": cfg.train.checkpoint_every,
         "actor_critic.optim.warmup_steps": ac.optim.warmup_steps,
     }.items():
         _check(value >= 0, key, value, "must be a non-negative integer")
@@ -337,6 +409,20 @@ def validate(cfg: DramaConfig) -> None:
         betas = list(opt.betas)
         _check(len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas), f"{prefix}.betas", betas,
                "must be [beta1, beta2] in [0, 1)")
+    _check(cfg.env.reseed in ("same", "sequence"), "env.reseed", cfg.env.reseed, "allowed: same, sequence")
+    _check(cfg.env.noop_max <= 30, "env.noop_max", cfg.env.noop_max, "must be in [0, 30]")
+    _check(cfg.replay.sampler in SAMPLERS, "replay.sampler", cfg.replay.sampler, f"allowed: {', '.join(SAMPLERS)}")
+    for key in ("tau", "imagination_tau"):
+        value = getattr(cfg.replay, key)
+        _check(value > 0, f"replay.{key}", value, "must be > 0")
+    for key in ("alpha", "beta"):
+        value = getattr(cfg.replay, key)
+        _check(value >= 0, f"replay.{key}", value, "must be >= 0")
+    _check(cfg.train.batch_length <= cfg.replay.capacity, "train.batch_length", cfg.train.batch_length,
+           f"must be <= replay.capacity ({cfg.replay.capacity})")
+    _check(cfg.runtime.output_dir != "", "runtime.output_dir", cfg.runtime.output_dir, "must not be empty")
+    _check("/" not in cfg.runtime.run_name and cfg.runtime.run_name not in (".", ".."), "runtime.run_name",
+           cfg.runtime.run_name, "must be a plain folder name")
     device = cfg.runtime.device
     _check(device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit()),
            "runtime.device", device, "allowed: auto, cpu, cuda, cuda:N, mps")
