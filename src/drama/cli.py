@@ -1,4 +1,8 @@
-"""Command line: ``drama info --config FILE [key=value ...]``.
+"""Command line: ``drama info|fit``.
+
+* ``drama info --config FILE [key=value ...]``: resolved config; last line: parameter counts as JSON.
+* ``drama fit --config FILE [key=value ...]``: train a new run; ``drama fit --resume RUN_DIR [key=value ...]``
+  continues one from its last checkpoint. The last line printed is a JSON summary of the run.
 
 User errors (unknown keys, bad values, missing files, unknown envs) print one line ``drama: error: ...`` to
 stderr and exit with code 2.
@@ -26,7 +30,29 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print the resolved config and the parameter counts (JSON, last line)")
     info.add_argument("--config", required=True, help="YAML config file, e.g. conf/atari.yaml")
     info.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
+    fit = sub.add_parser("fit", help="train a new run (--config) or continue one (--resume RUN_DIR)")
+    source = fit.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="YAML config file, e.g. conf/atari.yaml")
+    source.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    fit.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
     return parser
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from drama.fit import fit, prepare_new_run, prepare_resume
+
+    if args.resume:
+        cfg, run_dir = prepare_resume(args.resume, args.overrides)
+    else:
+        cfg, run_dir = prepare_new_run(args.config, args.overrides)
+    result = fit(cfg, run_dir, resume=bool(args.resume))
+    last = result.returns[-10:]
+    print(json.dumps({
+        "run_dir": str(result.run_dir), "env_steps": result.steps, "episodes": result.episodes,
+        "world_model_updates": result.world_model_updates, "actor_critic_updates": result.actor_critic_updates,
+        "mean_return_last_10": sum(last) / len(last) if last else None, "seconds": round(result.seconds, 1),
+    }))
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -43,7 +69,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"info": cmd_info}
+COMMANDS = {"info": cmd_info, "fit": cmd_fit}
 
 
 def main(argv: list[str] | None = None) -> int:

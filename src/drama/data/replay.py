@@ -1,0 +1,151 @@
+"""The replay buffer: TorchRL storage and writer with the window-start sampler of :mod:`drama.data.dfs`.
+
+One row per env step ``t``, written in chronological order: ``observation`` (uint8 pixels or float vector; no
+next-observation), ``action``, ``reward``, ``termination`` (training target: terminated or life lost) and
+``episode_end`` (terminated or truncated: the episode's last row). Row ``t`` holds ``o_t`` before ``a_t``, and the
+``r_t``, ``d_t`` caused by ``a_t``. Extra keys are stored and sampled like the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import LazyTensorStorage, ReplayBuffer, RoundRobinWriter
+
+from drama.config import ReplayConfig
+from drama.data.dfs import EPISODE_END_KEY, DynamicFrequencySampler, UniformSampler, WindowSampler, _check_mode
+
+
+def make_sampler(cfg: ReplayConfig, world_model_batch: int, imagination_batch: int) -> WindowSampler:
+    """The start sampler named by ``cfg.sampler``; the DFS rate scale is ``imagination / world-model batch``."""
+    if cfg.sampler == "dfs":
+        if world_model_batch < 1 or imagination_batch < 1:
+            raise ValueError(f"batch sizes must be positive, got {world_model_batch} and {imagination_batch}")
+        return DynamicFrequencySampler(
+            cfg.capacity,
+            tau=cfg.tau,
+            imagination_tau=cfg.imagination_tau,
+            alpha=cfg.alpha,
+            beta=cfg.beta,
+            rate_scale=imagination_batch / world_model_batch,
+        )
+    if cfg.sampler == "uniform":
+        return UniformSampler(cfg.capacity)
+    raise ValueError(f"replay.sampler must be dfs or uniform, got {cfg.sampler!r}")
+
+
+class Replay:
+    """Ring buffer of env steps (host memory) with chronological, episode-bound window sampling.
+
+    Args:
+        cfg: capacity and sampler settings.
+        world_model_batch: world-model batch size B (windows); with ``imagination_batch`` it sets the DFS rate
+            scale ``s = imagination_batch / world_model_batch`` (SPEC 5.1).
+        imagination_batch: imagination batch size (context windows).
+        generator: the RNG of every draw. It becomes part of the buffer's state (``state_dict``, ``dumps``); with
+            ``None`` a private generator is seeded from the global torch RNG, so runs stay reproducible under
+            ``torch.manual_seed`` and resumable.
+    """
+
+    def __init__(
+        self,
+        cfg: ReplayConfig,
+        world_model_batch: int,
+        imagination_batch: int,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if generator is None:
+            generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
+        self.capacity = int(cfg.capacity)
+        self.sampler = make_sampler(cfg, world_model_batch, imagination_batch)
+        self.buffer = ReplayBuffer(
+            storage=LazyTensorStorage(self.capacity, device="cpu"),
+            sampler=self.sampler,
+            writer=RoundRobinWriter(),
+            generator=generator,
+        )
+
+    def __len__(self) -> int:
+        return len(self.buffer)
+
+    @property
+    def storage(self) -> LazyTensorStorage:
+        return self.buffer.storage
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The generator the buffer currently draws with (replaced by ``load_state_dict`` / ``loads``)."""
+        return self.buffer._rng
+
+    def extend(self, rows: TensorDictBase) -> None:
+        """Append rows (batch ``[n]``, or ``[]`` for one row) in chronological order."""
+        if rows.batch_dims == 0:
+            rows = rows.unsqueeze(0)
+        if rows.batch_dims != 1:
+            raise ValueError(f"rows must have one batch dimension, got batch size {tuple(rows.batch_size)}")
+        if EPISODE_END_KEY not in rows.keys():
+            raise KeyError(f"rows must carry {EPISODE_END_KEY!r} (terminated or truncated, SPEC 1.4)")
+        n = rows.batch_size[0]
+        for first in range(0, n, self.capacity):  # a write never wraps over itself
+            self.buffer.extend(rows[first : first + self.capacity])
+
+    def num_valid_starts(self, length: int) -> int:
+        """Number of valid window starts of ``length`` rows (SPEC 5.6)."""
+        if len(self) == 0:
+            return 0
+        return self.sampler.num_valid_starts(self.storage, length)
+
+    def ready(self, mode: str, batch: int, length: int) -> bool:
+        """Whether ``sample(mode, batch, length)`` can draw: at least ``batch`` valid starts (SPEC 10.2)."""
+        _check_mode(mode)
+        return self.num_valid_starts(length) >= batch
+
+    def sample(self, mode: str, batch: int, length: int) -> TensorDict:
+        """``batch`` windows of ``length`` consecutive rows of one episode each, TensorDict ``(batch, length)``.
+
+        ``mode`` is ``world_model`` or ``imagination``: it selects the DFS probabilities and the counter that is
+        incremented. Besides the stored keys the sample holds ``start``: the storage slot of each window's first
+        row, broadcast along the window, shape ``(batch, length)`` (``sample["start"][:, 0]`` is ``(batch,)``).
+        """
+        _check_mode(mode)
+        valid = self.num_valid_starts(length)
+        if valid < batch:
+            raise RuntimeError(
+                f"replay not ready for {mode}: {valid} valid starts of length {length} in {len(self)} rows, "
+                f"need {batch}"
+            )
+        with self.sampler.window(mode, length):
+            index, info = self.sampler.sample(self.storage, batch)
+        # The sampler's (batch, length) index also works with ``self.buffer.sample``; reading the rows with
+        # ``index_select`` is ~5x faster than the storage's advanced indexing for 3x64x64 uint8 rows.
+        flat = index.reshape(-1)
+        stored = self.storage.get(slice(None))  # a view of the stored rows
+        data = stored.apply(lambda x: x.index_select(0, flat).unflatten(0, (batch, length)),
+                            batch_size=[batch, length])
+        data.set("start", info["start"][:, None].expand(batch, length).clone())
+        return data
+
+    def stats(self) -> dict[str, float]:
+        """Sampler statistics for logging (counters over stored rows; valid starts and never-drawn fraction)."""
+        stats = {"rows": float(len(self))}
+        if len(self):
+            stats.update(self.sampler.stats(self.storage))
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        """Storage contents (by reference, not copied), writer cursor, sampler state and RNG state."""
+        return self.buffer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.buffer.load_state_dict(state_dict)
+
+    def dumps(self, path: str | Path) -> None:
+        """Write the whole buffer (storage, writer, sampler, RNG) under directory ``path``."""
+        self.buffer.dumps(path)
+
+    def loads(self, path: str | Path) -> None:
+        """Restore a buffer written by :meth:`dumps` (same capacity and sampler)."""
+        self.buffer.loads(path)

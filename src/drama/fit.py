@@ -1,0 +1,121 @@
+"""``drama fit``: assemble config, env, replay, models, Fabric and MLflow, then run :class:`DramaLoop`.
+
+Everything that can reject user input (config, env id, resume folder) runs before the run directory is
+created, so a bad invocation leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from drama.checkpoint import checkpoint_path
+from drama.config import ConfigError, DramaConfig, load_config, to_flat_dict, to_yaml
+from drama.envs.spec import probe_env
+
+CONFIG_NAME = "config.yaml"
+RUN_INFO_NAME = "run.json"
+"""MLflow run id and tracking URI of the run (read on resume to continue the same MLflow run)."""
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    steps: int
+    episodes: int
+    world_model_updates: int
+    actor_critic_updates: int
+    returns: list[float]
+    seconds: float
+
+
+def default_run_name(cfg: DramaConfig) -> str:
+    game = cfg.env.id.replace("ALE/", "").replace("/", "-")
+    return f"{game}-{cfg.world_model.backbone.name}-seed{cfg.runtime.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_new_run(config: str, overrides: list[str]) -> tuple[DramaConfig, Path]:
+    """Validate a new run fully, then create its directory and write the resolved config."""
+    cfg = load_config(config, overrides)
+    probe_env(cfg.env)
+    run_dir = Path(cfg.runtime.output_dir) / (cfg.runtime.run_name or default_run_name(cfg))
+    if checkpoint_path(run_dir).exists():
+        raise ConfigError(f"run directory {run_dir} already holds a run: use --resume {run_dir} or another "
+                          "runtime.run_name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_NAME).write_text(to_yaml(cfg))
+    return cfg, run_dir
+
+
+def prepare_resume(run_dir: str, overrides: list[str]) -> tuple[DramaConfig, Path]:
+    """The saved config of ``run_dir`` (plus overrides, e.g. a larger ``train.total_steps``)."""
+    path = Path(run_dir)
+    if not (path / CONFIG_NAME).is_file():
+        raise ConfigError(f"--resume {run_dir}: no {CONFIG_NAME} there (not a drama run directory)")
+    if not checkpoint_path(path).is_file():
+        raise ConfigError(f"--resume {run_dir}: no checkpoint at {checkpoint_path(path)}")
+    cfg = load_config(path / CONFIG_NAME, overrides)
+    if overrides:
+        (path / CONFIG_NAME).write_text(to_yaml(cfg))
+    return cfg, path
+
+
+def fit(cfg: DramaConfig, run_dir: Path, resume: bool = False) -> FitResult:
+    """Train (or continue) the run in ``run_dir``; prints the resolved config and parameter counts first."""
+    import lightning as L
+
+    from drama.build import build_models
+    from drama.data.replay import Replay
+    from drama.envs.runner import EnvRunner
+    from drama.loop import DramaLoop
+    from drama.nn.optim import resolve_device, resolve_precision
+    from drama.summary import parameter_counts
+    from drama.tracking import make_logger
+
+    start = time.perf_counter()
+    device = resolve_device(cfg.runtime.device)
+    precision = resolve_precision(cfg.runtime.precision, device)
+    if cfg.runtime.deterministic:
+        torch.use_deterministic_algorithms(True)
+    L.seed_everything(cfg.runtime.seed, verbose=False)
+
+    info_path = run_dir / RUN_INFO_NAME
+    run_id = json.loads(info_path.read_text()).get("mlflow_run_id") if resume and info_path.is_file() else None
+    logger = make_logger(run_dir, cfg.runtime.experiment, run_dir.name, run_id=run_id)
+    info_path.write_text(json.dumps({"mlflow_run_id": logger.run_id, "tracking_uri": logger._tracking_uri}) + "\n")
+    devices = [device.index] if device.type == "cuda" and device.index is not None else 1
+    fabric = L.Fabric(accelerator=device.type, devices=devices, precision=precision, loggers=[logger])
+    fabric.launch()
+
+    env = EnvRunner(cfg.env, cfg.runtime.seed)
+    world_model, actor_critic = build_models(cfg, env.spec)
+    world_model, _ = fabric.setup(world_model, world_model.configure_optimizers())
+    actor_critic, _ = fabric.setup(actor_critic, actor_critic.configure_optimizers())
+    world_model, actor_critic = world_model.module, actor_critic.module
+    generator = torch.Generator().manual_seed(cfg.runtime.seed)
+    replay = Replay(cfg.replay, cfg.train.batch_size, cfg.imagination.batch_size, generator=generator)
+
+    counts = parameter_counts(world_model, actor_critic)
+    loop = DramaLoop(cfg, fabric, world_model, actor_critic, replay, env, run_dir, logger)
+    if resume:
+        loop.load_checkpoint(checkpoint_path(run_dir))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logger.log_hyperparams(to_flat_dict(cfg))
+            logger.log_hyperparams({f"parameters/{k}": v for k, v in counts.items()})
+    print(to_yaml(cfg), end="")
+    print(f"# run {run_dir} | device {device} | precision {precision} | "
+          f"{'resuming at step ' + str(loop.state.step) if resume else 'new run'}")
+    print(json.dumps(counts), flush=True)
+    state = loop.run()
+    env.close()
+    result = FitResult(run_dir, state.step, state.episodes, state.world_model_updates, state.actor_critic_updates,
+                       list(state.returns), time.perf_counter() - start)
+    logger.finalize("success")
+    return result

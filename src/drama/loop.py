@@ -1,0 +1,231 @@
+"""DramaLoop: the paper's schedule (SPEC 6.2) on Lightning Fabric; it owns no maths.
+
+One iteration: act (random during warm-up or with an empty acting window, else the policy on the cached
+window) -> env step -> store the row -> world-model update(s) -> imagination + actor-critic update(s) ->
+batched logging -> periodic checkpoint. Nothing here knows which dynamics backbone is inside the world model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tensordict import TensorDict
+
+from drama.acting import ActingContext
+from drama.checkpoint import checkpoint_path, rng_state, save_atomic, set_rng_state
+from drama.config import DramaConfig
+from drama.progress import ProgressBar
+from drama.tracking import MetricAccumulator
+
+
+@dataclass
+class LoopState:
+    """Counters that a checkpoint restores."""
+
+    step: int = 0
+    """env steps taken (= rows written)."""
+    episodes: int = 0
+    """finished episodes."""
+    episode_return: float = 0.0
+    """return of the running episode so far."""
+    episode_length: int = 0
+    """env steps of the running episode so far."""
+    last_return: float | None = None
+    """return of the last finished episode."""
+    world_model_updates: int = 0
+    actor_critic_updates: int = 0
+    skipped_updates: int = 0
+    """updates skipped because the buffer had too few valid starts (e.g. short episodes)."""
+    returns: list[float] = field(default_factory=list)
+    """returns of all finished episodes (for summaries)."""
+
+
+class DramaLoop:
+    """Coordinates env, replay, the two LightningModules, the tracker and checkpoints."""
+
+    def __init__(self, cfg: DramaConfig, fabric, world_model, actor_critic, replay, env, run_dir: Path,
+                 logger=None) -> None:
+        self.cfg, self.fabric = cfg, fabric
+        self.world_model, self.actor_critic = world_model, actor_critic
+        self.replay, self.env, self.run_dir, self.logger = replay, env, run_dir, logger
+        self.state = LoopState()
+        self.acting = ActingContext(world_model, actor_critic, cfg.train.acting_context)
+        self.metrics = MetricAccumulator()
+        self.observation: torch.Tensor | None = None
+        self._last_log_time = time.perf_counter()
+        self._last_log_step = 0
+
+    # ------------------------------------------------------------------ schedule
+    def run(self) -> LoopState:
+        train = self.cfg.train
+        if self.observation is None:
+            self.observation = self.env.reset()
+            self.acting.reset()
+        with ProgressBar(train.total_steps, self.state.step, enabled=self.cfg.runtime.progress) as bar:
+            try:
+                while self.state.step < train.total_steps:
+                    self.env_step()
+                    if self.learning():
+                        self.update_world_model()
+                        self.update_actor_critic()
+                    self.maybe_log(bar)
+                    self.maybe_checkpoint()
+            except KeyboardInterrupt:  # keep what was done: `drama fit --resume` continues from here
+                self.save_checkpoint()
+                raise
+        self.log_metrics(force=True)
+        self.save_checkpoint()
+        return self.state
+
+    def learning(self) -> bool:
+        """Updates happen after the warm-up and up to ``learning_steps`` (SPEC 6.1)."""
+        step = self.state.step
+        return self.cfg.train.warmup_steps < step <= self.cfg.train.learning_steps
+
+    def policy_active(self) -> bool:
+        return self.state.step >= self.cfg.train.warmup_steps and self.state.step > 0
+
+    # ------------------------------------------------------------------ phases
+    def env_step(self) -> None:
+        start = time.perf_counter()
+        action = self.acting.act() if self.policy_active() else None
+        if action is None:
+            action = int(torch.randint(self.env.num_actions, ()).item())
+        if self.policy_active():
+            self.acting.observe(self.observation, action)
+        act_time = time.perf_counter()
+        result = self.env.step(action)
+        self.replay.extend(TensorDict({
+            "observation": self.observation.unsqueeze(0),
+            "action": torch.tensor([action]),
+            "reward": torch.tensor([result.reward], dtype=torch.float32),
+            "termination": torch.tensor([result.terminated or result.life_loss]),
+            "episode_end": torch.tensor([result.terminated or result.truncated]),
+        }, batch_size=[1]))
+        self.state.step += 1
+        self.state.episode_return += result.reward
+        self.state.episode_length += 1
+        if result.terminated or result.truncated:
+            self.end_episode()
+            self.observation = self.env.reset()
+            self.acting.reset()
+        else:
+            self.observation = result.observation
+        end = time.perf_counter()
+        self.metrics.add({"time/act": act_time - start, "time/env": end - act_time})
+
+    def end_episode(self) -> None:
+        s = self.state
+        s.episodes += 1
+        s.last_return = s.episode_return
+        s.returns.append(s.episode_return)
+        self.fabric.log_dict({"episode/return": s.episode_return, "episode/length": s.episode_length,
+                              "episode/index": s.episodes}, step=s.step)
+        s.episode_return, s.episode_length = 0.0, 0
+
+    def update_world_model(self) -> None:
+        train = self.cfg.train
+        if self.state.step % train.world_model_every:
+            return
+        for _ in range(train.world_model_updates):
+            if not self.replay.ready("world_model", train.batch_size, train.batch_length):
+                self.state.skipped_updates += 1
+                return
+            start = time.perf_counter()
+            batch = self.fabric.to_device(self.replay.sample("world_model", train.batch_size, train.batch_length))
+            metrics = self.world_model.training_step(batch)
+            self.state.world_model_updates += 1
+            self.metrics.add(metrics, prefix="world_model/")
+            self.metrics.add({"time/world_model": time.perf_counter() - start})
+
+    def update_actor_critic(self) -> None:
+        train, imagination = self.cfg.train, self.cfg.imagination
+        if self.state.step % train.actor_critic_every:
+            return
+        for _ in range(train.actor_critic_updates):
+            if not self.replay.ready("imagination", imagination.batch_size, imagination.context_length):
+                self.state.skipped_updates += 1
+                return
+            start = time.perf_counter()
+            context = self.fabric.to_device(
+                self.replay.sample("imagination", imagination.batch_size, imagination.context_length))
+            imagined = self.world_model.imagine(context, self.actor_critic.act, imagination.horizon)
+            metrics = self.actor_critic.training_step(imagined)
+            self.state.actor_critic_updates += 1
+            metrics["imagined_reward"] = imagined["reward"].mean()
+            metrics["imagined_termination"] = imagined["termination"].float().mean()
+            self.metrics.add(metrics, prefix="actor_critic/")
+            self.metrics.add({"time/actor_critic": time.perf_counter() - start})
+
+    # ------------------------------------------------------------------ logging and checkpoints
+    def maybe_log(self, bar: ProgressBar) -> None:
+        if self.state.step % self.cfg.train.log_every == 0:
+            rate = self.log_metrics()
+            bar.update(self.state.step, rate, self.state.last_return)
+
+    def log_metrics(self, force: bool = False) -> float:
+        """Write the accumulated means as one batch; returns env steps/s since the last log."""
+        now = time.perf_counter()
+        steps = self.state.step - self._last_log_step
+        rate = steps / max(now - self._last_log_time, 1e-9)
+        metrics = self.metrics.pop()
+        if not metrics and not force:
+            return rate
+        metrics.update({"time/steps_per_second": rate, "progress/world_model_updates": self.state.world_model_updates,
+                        "progress/actor_critic_updates": self.state.actor_critic_updates,
+                        "progress/episodes": self.state.episodes, "progress/skipped_updates": self.state.skipped_updates})
+        metrics.update({f"replay/{k}": v for k, v in self.replay.stats().items()})
+        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        self.fabric.log_dict(metrics, step=self.state.step)
+        self._last_log_time, self._last_log_step = now, self.state.step
+        return rate
+
+    def maybe_checkpoint(self) -> None:
+        every = self.cfg.train.checkpoint_every
+        if every and self.state.step % every == 0:
+            self.save_checkpoint()
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "world_model": self.world_model,
+            "actor_critic": self.actor_critic,
+            "world_model_optimizer": self.world_model.optimizer,
+            "actor_critic_optimizer": self.actor_critic.optimizer,
+        }
+
+    def save_checkpoint(self) -> Path:
+        start = time.perf_counter()
+        state = self.checkpoint_state()
+        state.update({
+            "world_model_warmup": self.world_model.lr_warmup.state_dict(),
+            "actor_critic_warmup": self.actor_critic.lr_warmup.state_dict(),
+            "replay": self.replay.state_dict(),
+            "loop": asdict(self.state),
+            "acting": self.acting.state_dict(),
+            "env": self.env.state_dict(),
+            "observation": self.observation,
+            "rng": rng_state(),
+        })
+        path = checkpoint_path(self.run_dir)
+        save_atomic(self.fabric, path, state)
+        self.metrics.add({"time/checkpoint": time.perf_counter() - start})
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore everything saved by :meth:`save_checkpoint` (modules and optimisers in place)."""
+        state = self.checkpoint_state()
+        remainder = self.fabric.load(path, state)
+        self.world_model.lr_warmup.load_state_dict(remainder["world_model_warmup"])
+        self.actor_critic.lr_warmup.load_state_dict(remainder["actor_critic_warmup"])
+        self.replay.load_state_dict(remainder["replay"])
+        self.state = LoopState(**remainder["loop"])
+        self.acting.load_state_dict(remainder["acting"])
+        self.env.load_state_dict(remainder["env"])
+        self.observation = remainder["observation"]
+        set_rng_state(remainder["rng"])
+        self._last_log_step = self.state.step

@@ -1,0 +1,55 @@
+"""MLflow tracking through Lightning's ``MLFlowLogger`` (STACK.md 3, 4).
+
+The default tracking store is a sqlite file inside the run directory (``<run_dir>/mlflow.db``) unless
+``MLFLOW_TRACKING_URI`` is set. MLflow >= 3.13 refuses the old ``./mlruns`` file store, so a URI is always
+passed explicitly. Metrics are accumulated between logs and written as one batch (one sqlite round trip).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def tracking_uri(run_dir: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<abs run_dir>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.resolve()}/mlflow.db"
+
+
+def make_logger(run_dir: Path, experiment: str, run_name: str, run_id: str | None = None):
+    """A Lightning ``MLFlowLogger`` for Fabric; ``run_id`` continues an existing run (resume)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mlflow/sqlalchemy deprecation chatter at import
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        logger = MLFlowLogger(experiment_name=experiment, run_name=run_name, tracking_uri=tracking_uri(run_dir),
+                              run_id=run_id)
+        _ = logger.experiment  # create the experiment and run now (fails early, not mid-run)
+    return logger
+
+
+class MetricAccumulator:
+    """Running means of scalar metrics between two logging points."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def add(self, metrics: dict[str, Any], prefix: str = "") -> None:
+        for key, value in metrics.items():
+            if isinstance(value, torch.Tensor):
+                value = value.detach().float().item()
+            self.sums[prefix + key] += float(value)
+            self.counts[prefix + key] += 1
+
+    def pop(self) -> dict[str, float]:
+        """The means since the last pop; resets."""
+        out = {key: self.sums[key] / self.counts[key] for key in self.sums}
+        self.sums.clear()
+        self.counts.clear()
+        return out
