@@ -220,6 +220,8 @@ class TrainConfig:
     """frames and actions the policy sees when acting (env steps, SPEC 3.1)."""
     log_every: int = 100
     """env steps between batched metric logs (env steps)."""
+    stop_at_return: float | None = None
+    """end the run early once the mean return of the last 10 episodes reaches this (return; null = never)."""
     checkpoint_every: int = 2000
     """env steps between checkpoints (env steps; 0 = only at the end)."""
 

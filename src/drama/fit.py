@@ -7,6 +7,7 @@ created, so a bad invocation leaves nothing behind.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ def fit(cfg: DramaConfig, run_dir: Path, resume: bool = False) -> FitResult:
     from drama.tracking import make_logger
 
     start = time.perf_counter()
+    logging.getLogger("torchrl").setLevel(logging.WARNING)  # no storage-initialisation chatter
     device = resolve_device(cfg.runtime.device)
     precision = resolve_precision(cfg.runtime.precision, device)
     if cfg.runtime.deterministic:

@@ -68,7 +68,7 @@ class DramaLoop:
             self.acting.reset()
         with ProgressBar(train.total_steps, self.state.step, enabled=self.cfg.runtime.progress) as bar:
             try:
-                while self.state.step < train.total_steps:
+                while self.state.step < train.total_steps and not self.reached_target():
                     self.env_step()
                     if self.learning():
                         self.update_world_model()
@@ -81,6 +81,11 @@ class DramaLoop:
         self.log_metrics(force=True)
         self.save_checkpoint()
         return self.state
+
+    def reached_target(self) -> bool:
+        """``train.stop_at_return`` reached by the mean of the last 10 episode returns."""
+        target, returns = self.cfg.train.stop_at_return, self.state.returns[-10:]
+        return target is not None and len(returns) == 10 and sum(returns) / 10 >= target
 
     def learning(self) -> bool:
         """Updates happen after the warm-up and up to ``learning_steps`` (SPEC 6.1)."""
@@ -176,9 +181,12 @@ class DramaLoop:
         metrics = self.metrics.pop()
         if not metrics and not force:
             return rate
-        metrics.update({"time/steps_per_second": rate, "progress/world_model_updates": self.state.world_model_updates,
-                        "progress/actor_critic_updates": self.state.actor_critic_updates,
-                        "progress/episodes": self.state.episodes, "progress/skipped_updates": self.state.skipped_updates})
+        s = self.state
+        if steps:
+            metrics["time/steps_per_second"] = rate
+        metrics.update({"progress/world_model_updates": s.world_model_updates,
+                        "progress/actor_critic_updates": s.actor_critic_updates,
+                        "progress/episodes": s.episodes, "progress/skipped_updates": s.skipped_updates})
         metrics.update({f"replay/{k}": v for k, v in self.replay.stats().items()})
         metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
         self.fabric.log_dict(metrics, step=self.state.step)
