@@ -68,22 +68,32 @@ def prepare_resume(run_dir: str, overrides: list[str]) -> tuple[DramaConfig, Pat
 
 def fit(cfg: DramaConfig, run_dir: Path, resume: bool = False) -> FitResult:
     """Train (or continue) the run in ``run_dir``; prints the resolved config and parameter counts first."""
+    from drama.nn.optim import resolve_device, resolve_precision
+
+    start = time.perf_counter()
+    logging.getLogger("torchrl").setLevel(logging.WARNING)  # no storage-initialisation chatter
+    device = resolve_device(cfg.runtime.device)
+    precision = resolve_precision(cfg.runtime.precision, device)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    if cfg.runtime.deterministic:
+        torch.use_deterministic_algorithms(True)
+    try:
+        return _fit(cfg, run_dir, resume, device, precision, start)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, precision: str,
+         start: float) -> FitResult:
     import lightning as L
 
     from drama.build import build_models
     from drama.data.replay import Replay
     from drama.envs.runner import EnvRunner
     from drama.loop import DramaLoop
-    from drama.nn.optim import resolve_device, resolve_precision
     from drama.summary import parameter_counts
     from drama.tracking import make_logger
 
-    start = time.perf_counter()
-    logging.getLogger("torchrl").setLevel(logging.WARNING)  # no storage-initialisation chatter
-    device = resolve_device(cfg.runtime.device)
-    precision = resolve_precision(cfg.runtime.precision, device)
-    if cfg.runtime.deterministic:
-        torch.use_deterministic_algorithms(True)
     L.seed_everything(cfg.runtime.seed, verbose=False)
 
     info_path = run_dir / RUN_INFO_NAME

@@ -227,7 +227,7 @@ class DramaLoop:
     def load_checkpoint(self, path: Path) -> None:
         """Restore everything saved by :meth:`save_checkpoint` (modules and optimisers in place)."""
         state = self.checkpoint_state()
-        remainder = self.fabric.load(path, state)
+        remainder = self.fabric.load(path, state, weights_only=False)  # our own file: RNG states hold numpy arrays
         self.world_model.lr_warmup.load_state_dict(remainder["world_model_warmup"])
         self.actor_critic.lr_warmup.load_state_dict(remainder["actor_critic_warmup"])
         self.replay.load_state_dict(remainder["replay"])

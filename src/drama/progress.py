@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import sys
+import time
 
 from rich.console import Console
 from rich.progress import (
@@ -16,16 +18,19 @@ from rich.progress import (
 
 
 class ProgressBar:
-    """Context manager; a no-op when disabled or when stderr is not a terminal."""
+    """Context manager: a rich bar on a terminal, plain one-line updates on stderr otherwise (logs, CI), nothing
+    when disabled."""
 
     def __init__(self, total: int, completed: int = 0, enabled: bool = True, description: str = "env steps"):
-        self.enabled = enabled and sys.stderr.isatty()
+        self.enabled = enabled
+        self.rich = enabled and sys.stderr.isatty()
         self.total, self.completed, self.description = total, completed, description
         self._progress: Progress | None = None
         self._task = None
+        self._start, self._start_step = time.perf_counter(), completed
 
     def __enter__(self) -> ProgressBar:
-        if self.enabled:
+        if self.rich:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]} steps/s"),
@@ -39,6 +44,14 @@ class ProgressBar:
         return self
 
     def update(self, completed: int, steps_per_second: float | None = None, last_return: float | None = None):
+        if self.enabled and self._progress is None:
+            elapsed = time.perf_counter() - self._start
+            rate = (completed - self._start_step) / max(elapsed, 1e-9)
+            eta = (self.total - completed) / rate if rate > 0 else float("inf")
+            eta_text = str(datetime.timedelta(seconds=round(eta))) if eta != float("inf") else "-"
+            last = "-" if last_return is None else f"{last_return:.1f}"
+            print(f"{self.description} {completed}/{self.total} | {rate:.1f} steps/s | ETA {eta_text} | "
+                  f"last return {last}", file=sys.stderr, flush=True)
         if self._progress is None:
             return
         fields = {}

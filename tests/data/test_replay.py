@@ -188,3 +188,34 @@ def test_replay_read_equals_the_torchrl_buffer_read():
         assert theirs.batch_size == (batch, length)
         assert torch.equal(mine["start"][:, 0], info["start"])
         assert (mine.exclude("start") == theirs).all()
+
+
+@pytest.mark.parametrize("written", [6, 10, 17])
+def test_state_round_trip_into_a_fresh_replay_keeps_only_written_rows(written):
+    """Checkpoints of a partly filled buffer hold only the written rows; a fresh Replay resumes bitwise."""
+    import io
+
+    def rows(n, offset):
+        t = torch.arange(offset, offset + n)
+        return TensorDict({"observation": t.float()[:, None].expand(n, 2).clone(), "action": t % 3,
+                           "reward": t.float(), "termination": t % 5 == 0, "episode_end": t % 7 == 6},
+                          batch_size=[n])
+
+    cfg = ReplayConfig(capacity=10)
+    original = Replay(cfg, 2, 4, generator=torch.Generator().manual_seed(0))
+    original.extend(rows(written, 0))
+    original.sample("world_model", 1, 2)
+    buffer = io.BytesIO()
+    torch.save(original.state_dict(), buffer)
+    saved_rows = torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)["_storage"]["_storage"]
+    assert saved_rows["observation"].shape[0] == min(written, 10)
+    restored = Replay(cfg, 2, 4)
+    restored.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=False))
+    for replay in (original, restored):
+        replay.extend(rows(4, 100))
+    assert len(restored) == len(original)
+    for mode, length in (("world_model", 2), ("imagination", 1)):
+        a, b = original.sample(mode, 2, length), restored.sample(mode, 2, length)
+        assert torch.equal(a["observation"], b["observation"]) and torch.equal(a["start"], b["start"])
+    assert torch.equal(original.sampler.c, restored.sampler.c) and torch.equal(original.sampler.m, restored.sampler.m)
+    assert torch.equal(original.storage.get(slice(None))["reward"], restored.storage.get(slice(None))["reward"])

@@ -1,0 +1,138 @@
+"""`drama fit` end to end on CPU: MLflow records, the paper config starting, bitwise resume, user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from drama.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBUG = str(ROOT / "conf/debug.yaml")
+
+# debug.yaml made smaller still: 50-step Pong episodes (200 raw frames), a 60-row buffer that wraps around
+SMALL = [
+    "env.max_episode_frames=200", "replay.capacity=60", "train.warmup_steps=20", "train.batch_size=2",
+    "train.batch_length=8", "imagination.batch_size=8", "imagination.context_length=4", "imagination.horizon=4",
+    "train.log_every=10", "train.checkpoint_every=0", "runtime.progress=false",
+]
+
+
+def fit(tmp_path: Path, capsys, *args: str) -> dict:
+    assert main(["fit", *args]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.fixture(autouse=True)
+def _local_mlflow(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def test_debug_run_records_params_losses_and_episode_returns(tmp_path, capsys):
+    import mlflow
+
+    summary = fit(tmp_path, capsys, "--config", DEBUG, *SMALL, "train.total_steps=120",
+                  f"runtime.output_dir={tmp_path}", "runtime.run_name=debug")
+    run_dir = tmp_path / "debug"
+    assert summary["env_steps"] == 120 and summary["episodes"] == 2
+    assert summary["world_model_updates"] == summary["actor_critic_updates"] == 100
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints/last.ckpt").is_file()
+
+    run_id = json.loads((run_dir / "run.json").read_text())["mlflow_run_id"]
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{run_dir}/mlflow.db")
+    run = client.get_run(run_id)
+    assert run.data.params["world_model.backbone.name"] == "mamba2"
+    assert run.data.params["env.id"] == "ALE/Pong-v5"
+    assert int(run.data.params["parameters/world_model_total"]) > 0
+    for key in ("world_model/loss/total", "world_model/loss/reconstruction", "world_model/kl/dynamics",
+                "actor_critic/loss/total", "actor_critic/entropy", "actor_critic/return_scale",
+                "replay/rows", "time/world_model", "time/actor_critic", "time/steps_per_second"):
+        assert key in run.data.metrics, key
+    returns = client.get_metric_history(run_id, "episode/return")
+    assert [m.step for m in returns] == [50, 100]
+    assert len(client.get_metric_history(run_id, "world_model/loss/total")) >= 9  # batched every 10 steps
+
+
+def test_paper_config_starts_on_cpu(tmp_path, capsys):
+    assert main(["fit", "--config", str(ROOT / "conf/atari.yaml"), "train.total_steps=4",
+                 f"runtime.output_dir={tmp_path}", "runtime.run_name=paper", "train.log_every=2"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    counts = json.loads(lines[-2])
+    assert counts["world_model_total"] == 7_155_459
+    assert "name: mamba2" in captured.out and "batch_length: 128" in captured.out
+    assert json.loads(lines[-1])["env_steps"] == 4
+    assert "ETA" in captured.err and "steps/s" in captured.err
+
+
+def _checkpoint(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+
+
+def _assert_identical(a, b, path="") -> int:
+    """Recursively compare checkpoint trees bitwise; returns the number of tensors compared."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
+        return 1
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        return sum(_assert_identical(a[k], b[k], f"{path}.{k}") for k in a)
+    if isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        return sum(_assert_identical(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True)))
+    if isinstance(a, np.ndarray):
+        assert np.array_equal(a, b), path
+        return 1
+    assert a == b, path
+    return 0
+
+
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, capsys):
+    common = ["--config", DEBUG, *SMALL, "runtime.deterministic=true", f"runtime.output_dir={tmp_path}"]
+    fit(tmp_path, capsys, *common, "train.total_steps=90", "runtime.run_name=straight")
+    first = fit(tmp_path, capsys, *common, "train.total_steps=45", "runtime.run_name=resumed")
+    assert first["env_steps"] == 45
+    second = fit(tmp_path, capsys, "--resume", str(tmp_path / "resumed"), "train.total_steps=90")
+    assert second["env_steps"] == 90
+
+    straight, resumed = _checkpoint(tmp_path / "straight"), _checkpoint(tmp_path / "resumed")
+    keys = ["world_model", "actor_critic", "world_model_optimizer", "actor_critic_optimizer", "world_model_warmup",
+            "actor_critic_warmup", "replay", "acting", "env", "observation", "rng"]
+    compared = sum(_assert_identical(straight[k], resumed[k], k) for k in keys)
+    assert compared > 50
+    assert torch.count_nonzero(straight["replay"]["_sampler"]["c"]) > 0  # DFS counters were exercised
+    assert straight["loop"]["world_model_updates"] == resumed["loop"]["world_model_updates"] == 70
+    assert straight["loop"]["returns"] == resumed["loop"]["returns"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--config", DEBUG, "world_model.nope=1"], "unknown key 'world_model.nope'"),
+        (["--config", DEBUG, "train.total_steps=many"], "train.total_steps"),
+        (["--config", DEBUG, "world_model.backbone.name=lstm"], "allowed: mamba2"),
+        (["--config", DEBUG, "env.id=ALE/NoSuchGame-v5"], "env.id='ALE/NoSuchGame-v5'"),
+        (["--config", DEBUG, "train.total_steps=-5"], "train.total_steps=-5"),
+        (["--config", DEBUG, "train.warmup_steps=-1"], "train.warmup_steps=-1"),
+        (["--config", "no/such/file.yaml"], "config file not found"),
+        (["--config", DEBUG, "--resume", "runs/x"], "not allowed with argument"),
+        ([], "one of the arguments --config --resume is required"),
+        (["--resume", "no-such-run"], "--resume no-such-run"),
+        (["--config", DEBUG, "replay.sampler=prioritized"], "allowed: dfs, uniform"),
+        (["--config", DEBUG, "env.noop_max=31"], "env.noop_max=31"),
+    ],
+)
+def test_malformed_invocations_print_one_line_exit_2_and_create_nothing(tmp_path, monkeypatch, capsys, args,
+                                                                         needle):
+    monkeypatch.chdir(tmp_path)  # the default output folder would be tmp_path/runs
+    assert main(["fit", *args, f"runtime.output_dir={tmp_path / 'out'}"] if args[:1] == ["--config"] and
+                len(args) > 1 and "--resume" not in args else ["fit", *args]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("drama: error: ") and needle in lines[0], captured.err
+    assert captured.out == ""
+    assert list(tmp_path.iterdir()) == []
