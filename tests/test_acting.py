@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from conftest import tiny_config
 
+from conftest import tiny_config
 from drama.acting import ActingContext
 from drama.actor_critic import ActorCritic
 from drama.nn.heads import straight_through_sample

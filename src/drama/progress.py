@@ -46,7 +46,8 @@ class ProgressBar:
     def update(self, completed: int, steps_per_second: float | None = None, last_return: float | None = None):
         if self.enabled and self._progress is None:
             elapsed = time.perf_counter() - self._start
-            rate = (completed - self._start_step) / max(elapsed, 1e-9)
+            # the latest rate (updates make steps slower than the warm-up), else the average so far
+            rate = steps_per_second or (completed - self._start_step) / max(elapsed, 1e-9)
             eta = (self.total - completed) / rate if rate > 0 else float("inf")
             eta_text = str(datetime.timedelta(seconds=round(eta))) if eta != float("inf") else "-"
             last = "-" if last_return is None else f"{last_return:.1f}"
