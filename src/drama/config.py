@@ -33,7 +33,7 @@ class EnvConfig:
     action_repeat: int = 4
     """Atari: times each action is repeated (raw frames); rewards are summed, the last 2 frames max-pooled."""
     noop_max: int = 0
-    """Atari: at most this many random no-ops after each reset (raw agent steps; 0 = off, the reference)."""
+    """Atari: at most this many random no-op raw frames after each reset (frames; 0 = off, the reference)."""
     reseed: str = "same"
     """reset seeding: same (every reset reuses the run seed, the reference) or sequence (seed + k at reset k)."""
     max_episode_frames: int = 108_000

@@ -71,7 +71,6 @@ def fit(cfg: DramaConfig, run_dir: Path, resume: bool = False) -> FitResult:
     from drama.nn.optim import resolve_device, resolve_precision
 
     start = time.perf_counter()
-    logging.getLogger("torchrl").setLevel(logging.WARNING)  # no storage-initialisation chatter
     device = resolve_device(cfg.runtime.device)
     precision = resolve_precision(cfg.runtime.precision, device)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -94,6 +93,7 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
     from drama.summary import parameter_counts
     from drama.tracking import make_logger
 
+    logging.getLogger("torchrl").setLevel(logging.WARNING)  # after torchrl's import: no storage-init chatter
     L.seed_everything(cfg.runtime.seed, verbose=False)
 
     info_path = run_dir / RUN_INFO_NAME
