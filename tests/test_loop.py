@@ -1,0 +1,88 @@
+"""DramaLoop schedule (SPEC 6) with a scripted env and tiny real models."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from conftest import tiny_config
+from drama.build import build_models
+from drama.data.replay import Replay
+from drama.envs.runner import StepResult
+from drama.envs.spec import EnvSpec
+from drama.loop import DramaLoop
+
+EPISODE = 30  # every episode terminates after 30 steps; a life is lost at step 10 of each
+
+
+class ScriptedEnv:
+    spec = EnvSpec((4,), 3)
+    num_actions = 3
+
+    def __init__(self) -> None:
+        self.t, self.resets, self.actions = 0, 0, []
+
+    def reset(self) -> torch.Tensor:
+        self.t, self.resets = 0, self.resets + 1
+        return torch.zeros(4)
+
+    def step(self, action: int) -> StepResult:
+        self.actions.append(action)
+        self.t += 1
+        return StepResult(torch.full((4,), float(self.t)), reward=1.0, terminated=self.t == EPISODE,
+                          truncated=False, life_loss=self.t == 10)
+
+    def state_dict(self) -> dict:
+        return {}
+
+
+def make_loop(tmp_path, *overrides: str) -> tuple[DramaLoop, list[int], list[int]]:
+    cfg = tiny_config("train.batch_size=2", "train.batch_length=5", "imagination.batch_size=4",
+                      "imagination.context_length=3", "imagination.horizon=3", "runtime.progress=false",
+                      "train.log_every=20", "train.checkpoint_every=0", *overrides)
+    env = ScriptedEnv()
+    world_model, actor_critic = build_models(cfg, env.spec)
+    world_model.configure_optimizers()
+    actor_critic.configure_optimizers()
+    fabric = L.Fabric(accelerator="cpu", devices=1)
+    replay = Replay(cfg.replay, cfg.train.batch_size, cfg.imagination.batch_size)
+    loop = DramaLoop(cfg, fabric, world_model, actor_critic, replay, env, tmp_path)
+    wm_steps, ac_steps = [], []
+    wm_update, ac_update = world_model.training_step, actor_critic.training_step
+    world_model.training_step = lambda batch: (wm_steps.append(loop.state.step), wm_update(batch))[1]
+    actor_critic.training_step = lambda imagined: (ac_steps.append(loop.state.step), ac_update(imagined))[1]
+    return loop, wm_steps, ac_steps
+
+
+def test_schedule_warmup_ratios_and_freeze(tmp_path):
+    loop, wm_steps, ac_steps = make_loop(
+        tmp_path, "train.total_steps=70", "train.warmup_steps=40", "train.learning_steps=60",
+        "train.world_model_every=2", "train.world_model_updates=2", "train.actor_critic_every=5")
+    state = loop.run()
+    assert state.step == 70 and state.episodes == 2 and loop.env.resets == 3
+    assert wm_steps == [s for s in range(42, 61, 2) for _ in range(2)]  # after warm-up, until the freeze
+    assert ac_steps == list(range(45, 61, 5))
+    assert state.world_model_updates == 20 and state.actor_critic_updates == 4
+    assert state.returns == [30.0, 30.0]
+    rows = loop.replay.storage.get(slice(None))
+    t = rows["observation"][:, 0]  # the scripted observation is the step index within the episode
+    assert torch.equal(rows["termination"], (t == 29) | (t == 9))  # terminated or life lost, caused by a_t
+    assert torch.equal(rows["episode_end"], t == 29)  # life losses do not end episodes
+    assert torch.equal(rows["action"], torch.tensor(loop.env.actions))
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_acting_window_starts_after_warmup_and_is_cleared_at_episode_start(tmp_path):
+    loop, _, _ = make_loop(tmp_path, "train.total_steps=65", "train.warmup_steps=40", "train.learning_steps=41",
+                           "train.acting_context=16")
+    loop.run()
+    # the last reset was at step 60; the window holds only frames of the running episode (5 steps)
+    assert len(loop.acting) == 5
+    assert list(loop.acting.actions) == loop.env.actions[-5:]
+
+
+def test_updates_are_skipped_while_no_window_fits(tmp_path):
+    loop, wm_steps, _ = make_loop(tmp_path, "train.total_steps=40", "train.warmup_steps=2",
+                                  "train.batch_length=31", "train.actor_critic_every=1000")  # longer than any episode
+    state = loop.run()
+    assert wm_steps == [] and state.skipped_updates > 0
