@@ -86,3 +86,27 @@ def test_updates_are_skipped_while_no_window_fits(tmp_path):
                                   "train.batch_length=31", "train.actor_critic_every=1000")  # longer than any episode
     state = loop.run()
     assert wm_steps == [] and state.skipped_updates > 0
+
+
+def test_ctrl_c_stops_between_iterations_and_saves_a_checkpoint(tmp_path):
+    import os
+    import signal
+
+    import pytest
+
+    loop, _, _ = make_loop(tmp_path, "train.total_steps=50", "train.warmup_steps=100")
+    step = loop.env.step
+
+    def step_then_interrupt(action):
+        result = step(action)
+        if len(loop.env.actions) == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    loop.env.step = step_then_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        loop.run()
+    assert loop.state.step == 7  # the iteration in flight was completed, nothing after it
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["loop"]["step"] == 7 and len(saved["replay"]["_storage"]["_storage"]["action"]) == 7
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored

@@ -8,6 +8,8 @@ batched logging -> periodic checkpoint. Nothing here knows which dynamics backbo
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,20 +68,19 @@ class DramaLoop:
         if self.observation is None:
             self.observation = self.env.reset()
             self.acting.reset()
-        with ProgressBar(train.total_steps, self.state.step, enabled=self.cfg.runtime.progress) as bar:
-            try:
-                while self.state.step < train.total_steps and not self.reached_target():
-                    self.env_step()
-                    if self.learning():
-                        self.update_world_model()
-                        self.update_actor_critic()
-                    self.maybe_log(bar)
-                    self.maybe_checkpoint()
-            except KeyboardInterrupt:  # keep what was done: `drama fit --resume` continues from here
-                self.save_checkpoint()
-                raise
+        with ProgressBar(train.total_steps, self.state.step, enabled=self.cfg.runtime.progress) as bar, \
+                _StopOnInterrupt() as interrupt:
+            while self.state.step < train.total_steps and not self.reached_target() and not interrupt.requested:
+                self.env_step()
+                if self.learning():
+                    self.update_world_model()
+                    self.update_actor_critic()
+                self.maybe_log(bar)
+                self.maybe_checkpoint()
         self.log_metrics(force=True)
         self.save_checkpoint()
+        if interrupt.requested:  # stopped between two iterations: `drama fit --resume` continues exactly
+            raise KeyboardInterrupt
         return self.state
 
     def reached_target(self) -> bool:
@@ -237,3 +238,26 @@ class DramaLoop:
         self.observation = remainder["observation"]
         set_rng_state(remainder["rng"])
         self._last_log_step = self.state.step
+
+
+class _StopOnInterrupt:
+    """Turns Ctrl-C (SIGINT) into a request that the loop honours between two iterations, so the checkpoint
+    it then writes is consistent. A second Ctrl-C interrupts at once. Inactive outside the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopOnInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
