@@ -170,3 +170,11 @@ def test_gradient_norm_is_clipped_to_the_configured_maximum():
     metrics = wm.training_step(random_batch(wm))
     clipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in wm.parameters() if p.grad is not None]))
     assert metrics["grad_norm"] > 0.001 and clipped <= 0.001 * 1.0001
+
+
+def test_chunked_encoding_equals_one_pass_in_eval_mode():
+    cfg = tiny_config()
+    wm = WorldModel(cfg.world_model, (3, 64, 64), num_actions=3).eval()
+    obs = torch.randint(0, 256, (3, 5, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(wm.encode(obs, max_frames=4), wm.encode(obs), rtol=1e-5, atol=1e-5)

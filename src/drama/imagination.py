@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from drama.world_model import WorldModel
 
 
+ENCODE_CHUNK_FRAMES = 1024
+"""Context frames encoded at a time (bounds memory: the paper batch has 1024 x 8 = 8192 frames)."""
+
+
 @torch.no_grad()
 def imagine(world_model: WorldModel, context: TensorDict, policy: Callable[[Tensor], Tensor],
             horizon: int) -> TensorDict:
@@ -41,7 +45,8 @@ def imagine(world_model: WorldModel, context: TensorDict, policy: Callable[[Tens
     world_model.eval()
     try:
         with world_model.autocast():
-            z = straight_through_sample(world_model.encode(context["observation"])).flatten(-2)
+            logits = world_model.encode(context["observation"], max_frames=ENCODE_CHUNK_FRAMES)
+            z = straight_through_sample(logits).flatten(-2)
             h_context, state = world_model.dynamics(world_model.embed(z, context["action"]))
             h = upcast(h_context[:, -1])
             z_hat = world_model.sample_prior(h)

@@ -76,11 +76,19 @@ class WorldModel(L.LightningModule):
             return observation.to(dtype).div_(255.0)
         return observation.to(dtype)
 
-    def encode(self, observation: Tensor) -> Tensor:
-        """Posterior logits (..., stoch, classes) of observations with any leading shape."""
-        obs = self.preprocess(observation)
-        lead = obs.shape[: obs.dim() - len(self.obs_shape)]
-        feat = self.encoder(obs.reshape(-1, *self.obs_shape))
+    def encode(self, observation: Tensor, max_frames: int | None = None) -> Tensor:
+        """Posterior logits (..., stoch, classes) of observations with any leading shape.
+
+        ``max_frames`` encodes at most that many frames at a time, which bounds activation memory when
+        encoding thousands of frames without gradients (imagination contexts). Only exact in eval mode, where
+        BatchNorm uses its running statistics; it is ignored in training mode.
+        """
+        lead = observation.shape[: observation.dim() - len(self.obs_shape)]
+        flat = observation.reshape(-1, *self.obs_shape)
+        if max_frames is None or self.training or flat.shape[0] <= max_frames:
+            feat = self.encoder(self.preprocess(flat))
+        else:
+            feat = torch.cat([self.encoder(self.preprocess(part)) for part in flat.split(max_frames)])
         return self.posterior_head(feat).reshape(*lead, self.cfg.stoch_dim, self.cfg.class_dim)
 
     def decode(self, z: Tensor) -> Tensor:
