@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drama.config import ConfigError, EnvConfig
+from drama.config import EnvConfig
 
 ATARI_IMAGE_SIZE = 64
 """Side of the square RGB frame after resizing (pixels, SPEC 1.1)."""
@@ -32,30 +32,13 @@ def is_atari(env_id: str) -> bool:
 
 
 def probe_env(cfg: EnvConfig) -> EnvSpec:
-    """Build the env once to read its spec. Raises :class:`ConfigError` for unknown or unsupported ids."""
-    import gymnasium as gym
+    """Build the env's gymnasium stack once to read its spec (the same stack training uses).
 
-    kwargs = {}
-    if is_atari(cfg.id):
-        import ale_py
+    Raises :class:`ConfigError` for unknown or unsupported ids."""
+    from drama.envs.factory import make_gym_env
 
-        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no start-up banner on stderr
-        gym.register_envs(ale_py)
-        kwargs = {"frameskip": 1, "repeat_action_probability": 0.0, "full_action_space": False}
+    env = make_gym_env(cfg, seed=0)
     try:
-        env = gym.make(cfg.id, **kwargs)
-    except gym.error.Error as exc:
-        raise ConfigError(f"env.id={cfg.id!r} is not a registered gymnasium environment ({type(exc).__name__})") \
-            from None
-    try:
-        action_space, obs_space = env.action_space, env.observation_space
+        return EnvSpec(tuple(int(d) for d in env.observation_space.shape), int(env.action_space.n))
     finally:
         env.close()
-    if not isinstance(action_space, gym.spaces.Discrete):
-        raise ConfigError(f"env.id={cfg.id!r} has a {type(action_space).__name__} action space: "
-                          "only Discrete actions are supported")
-    if is_atari(cfg.id):
-        return EnvSpec((3, ATARI_IMAGE_SIZE, ATARI_IMAGE_SIZE), int(action_space.n))
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise ConfigError(f"env.id={cfg.id!r} observations are {obs_space}: need a flat Box (or an ALE/* id)")
-    return EnvSpec((int(obs_space.shape[0]),), int(action_space.n))
