@@ -44,6 +44,27 @@ def test_parameter_counts_with_18_actions(capsys):
     assert counts["actor"] == 527_366 + 12 * 257
 
 
+@pytest.mark.parametrize(("backbone", "dynamics", "total"), [
+    ("mamba2", 3_737_504, 7_155_459),
+    ("mamba", 3_919_360, 7_337_315),
+    ("transformer", 5_059_584, 8_477_539),
+])
+def test_paper_parameter_counts_per_backbone(capsys, backbone, dynamics, total):
+    """SPEC 2.10: the world model with each paper backbone (A = 6)."""
+    out, counts = info(capsys, f"world_model.backbone.name={backbone}")
+    assert f"name: {backbone}" in out
+    assert counts["dynamics"] == dynamics and counts["world_model_total"] == total
+    assert counts["encoder"] == 232_272 and counts["actor"] == 527_366
+
+
+def test_gru_backbone_has_the_same_stem_and_width(capsys):
+    _, counts = info(capsys, "world_model.backbone.name=gru")
+    stem = 1030 * 512 + 512 + 512  # Linear(1030 -> 512, bias) + RMSNorm(512)
+    gru = 2 * 3 * (512 * 512 + 512 * 512 + 2 * 512)  # 2 layers x 3 gates x (W_ih, W_hh, b_ih, b_hh)
+    assert counts["dynamics"] == stem + gru
+    assert counts["world_model_total"] == 7_155_459 - 3_737_504 + stem + gru
+
+
 def test_vector_observations_use_mlp_encoder(capsys):
     out, counts = info(capsys, "env.id=CartPole-v1")
     assert "observation [4], 2 actions" in out

@@ -32,7 +32,12 @@ def test_overrides_are_typed():
         (["world_model.hidden_dim=abc"], "world_model.hidden_dim"),
         (["world_model.hidden_dim=2.5"], "world_model.hidden_dim"),
         (["world_model.hidden_dim=-4"], "world_model.hidden_dim"),
-        (["world_model.backbone.name=lstm"], "allowed: mamba2"),
+        (["world_model.backbone.name=lstm"], "allowed: mamba2, mamba, gru, transformer"),
+        (["world_model.backbone.impl=triton"], "allowed: auto, torch, kernel"),
+        (["world_model.backbone.name=transformer", "world_model.backbone.max_length=64"],
+         "world_model.backbone.max_length=64 is invalid: must be >= 128"),
+        (["world_model.backbone.name=transformer", "world_model.backbone.heads=7"], "world_model.backbone.heads"),
+        (["world_model.backbone.dropout=1.0"], "world_model.backbone.dropout"),
         (["world_model.backbone.headdim=100"], "world_model.backbone.headdim"),
         (["world_model.loss.free_bits_mode=sometimes"], "allowed: batch, step"),
         (["actor_critic.bootstrap=v0"], "allowed: textbook, reference"),
@@ -45,6 +50,12 @@ def test_bad_values_give_one_line_errors(overrides, needle):
         load_config(None, overrides)
     message = str(info.value)
     assert needle in message and "\n" not in message
+
+
+def test_backbone_specific_checks_apply_only_to_their_backbone():
+    cfg = load_config(None, ["world_model.backbone.name=gru", "world_model.backbone.headdim=100",
+                             "world_model.backbone.heads=7", "world_model.backbone.max_length=8"])
+    assert cfg.world_model.backbone.name == "gru"
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

@@ -57,6 +57,15 @@ def test_debug_run_records_params_losses_and_episode_returns(tmp_path, capsys):
     assert len(client.get_metric_history(run_id, "world_model/loss/total")) >= 9  # batched every 10 steps
 
 
+@pytest.mark.parametrize("backbone", ["mamba", "gru", "transformer"])  # mamba2: the test above
+def test_debug_fit_smoke_per_backbone(tmp_path, capsys, backbone):
+    summary = fit(tmp_path, capsys, "--config", DEBUG, *SMALL, "train.total_steps=30", "train.log_every=10",
+                  f"world_model.backbone.name={backbone}", f"runtime.output_dir={tmp_path}", "runtime.run_name=b")
+    assert summary["env_steps"] == 30
+    assert summary["world_model_updates"] == summary["actor_critic_updates"] == 10
+    assert f"name: {backbone}" in (tmp_path / "b" / "config.yaml").read_text()
+
+
 def test_paper_config_starts_on_cpu(tmp_path, capsys):
     assert main(["fit", "--config", str(ROOT / "conf/atari.yaml"), "train.total_steps=4",
                  f"runtime.output_dir={tmp_path}", "runtime.run_name=paper", "train.log_every=2"]) == 0

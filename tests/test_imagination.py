@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from tensordict import TensorDict
 from torch import Tensor, nn
 
 from conftest import tiny_config
+from drama.config import BACKBONES
 from drama.nn.backbones.base import Backbone
 from drama.world_model import WorldModel
 
@@ -120,9 +122,10 @@ def test_context_is_one_parallel_pass_then_float_latent_steps():
     assert out["context_latent"].shape == (4, 8, wm.latent_dim)
 
 
-def test_carried_state_equals_one_parallel_pass_over_context_and_imagined_tokens():
-    """With the real Mamba-2 backbone, the imagined h are those of one pass over all tokens."""
-    cfg = tiny_config()
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_carried_state_equals_one_parallel_pass_over_context_and_imagined_tokens(backbone):
+    """With every real backbone, the imagined h are those of one pass over all tokens (dropout off)."""
+    cfg = tiny_config(f"world_model.backbone.name={backbone}")
     wm = WorldModel(cfg.world_model, (3, 64, 64), NUM_ACTIONS).double()
     wm.train()
     ctx = context(wm, 2, 6)
@@ -135,6 +138,7 @@ def test_carried_state_equals_one_parallel_pass_over_context_and_imagined_tokens
         wm.embed(out["context_latent"].double(), ctx["action"]),
         wm.embed(out["features"][:, :-1, :latent], out["action"]),
     ], 1)
+    wm.eval()
     with torch.no_grad():
         h, _ = wm.dynamics(tokens)
     torch.testing.assert_close(out["features"][:, 1:, latent:], h[:, 6:].to(out["features"].dtype),

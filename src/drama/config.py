@@ -16,8 +16,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-BACKBONES = ("mamba2",)
-"""Dynamics backbones implemented so far (``world_model.backbone.name``)."""
+BACKBONES = ("mamba2", "mamba", "gru", "transformer")
+"""Dynamics backbones (``world_model.backbone.name``)."""
+BACKBONE_IMPLS = ("auto", "torch", "kernel")
+"""Execution paths of the Mamba backbones (``world_model.backbone.impl``)."""
+KERNEL_BACKBONES = ("mamba2", "mamba")
+"""Backbones with a mamba-ssm kernel path."""
 SAMPLERS = ("dfs", "uniform")
 """Replay start samplers (``replay.sampler``)."""
 
@@ -57,7 +61,9 @@ class EncoderConfig:
 @dataclass
 class BackboneConfig:
     name: str = "mamba2"
-    """dynamics sequence model: mamba2 (pure-PyTorch chunked SSD)."""
+    """dynamics sequence model: mamba2 (default), mamba (Mamba-1), gru or transformer (SPEC 2.5)."""
+    impl: str = "auto"
+    """mamba2/mamba execution path: auto (mamba-ssm kernels on CUDA when importable, else torch), torch, kernel."""
     n_layer: int = 2
     """number of residual blocks (layers)."""
     d_state: int = 16
@@ -72,6 +78,16 @@ class BackboneConfig:
     """depthwise causal conv width (time steps)."""
     chunk_size: int = 256
     """chunk length Q of the chunked SSD scan (time steps); any value >= 1 gives the same result."""
+    dt_rank: int = 0
+    """Mamba-1 rank of the step-size projection (dims); 0 = ceil(hidden_dim / 16)."""
+    heads: int = 8
+    """transformer attention heads (heads); must divide hidden_dim."""
+    ffn_dim: int = 1024
+    """transformer feed-forward hidden width (units)."""
+    dropout: float = 0.1
+    """transformer dropout on attention weights and block outputs (probability); off in acting and imagination."""
+    max_length: int = 128
+    """transformer learned positions (tokens): the longest sequence it can read (training, acting, imagination)."""
 
 
 @dataclass
@@ -340,6 +356,9 @@ def validate(cfg: DramaConfig) -> None:
         "world_model.backbone.ngroups": wm.backbone.ngroups,
         "world_model.backbone.d_conv": wm.backbone.d_conv,
         "world_model.backbone.chunk_size": wm.backbone.chunk_size,
+        "world_model.backbone.heads": wm.backbone.heads,
+        "world_model.backbone.ffn_dim": wm.backbone.ffn_dim,
+        "world_model.backbone.max_length": wm.backbone.max_length,
         "world_model.reward_head.hidden": wm.reward_head.hidden,
         "world_model.termination_head.hidden": wm.termination_head.hidden,
         "world_model.two_hot.bins": wm.two_hot.bins,
@@ -380,11 +399,26 @@ def validate(cfg: DramaConfig) -> None:
            list(wm.encoder.mults), "must be a non-empty list of positive integers")
     _check(wm.backbone.name in BACKBONES, "world_model.backbone.name", wm.backbone.name,
            f"allowed: {', '.join(BACKBONES)}")
-    d_inner = wm.backbone.expand * wm.hidden_dim
-    _check(d_inner % wm.backbone.headdim == 0, "world_model.backbone.headdim", wm.backbone.headdim,
-           f"must divide expand*hidden_dim = {d_inner}")
-    _check((d_inner // wm.backbone.headdim) % wm.backbone.ngroups == 0, "world_model.backbone.ngroups",
-           wm.backbone.ngroups, "must divide the number of heads")
+    _check(wm.backbone.impl in BACKBONE_IMPLS, "world_model.backbone.impl", wm.backbone.impl,
+           f"allowed: {', '.join(BACKBONE_IMPLS)}")
+    _check(wm.backbone.dt_rank >= 0, "world_model.backbone.dt_rank", wm.backbone.dt_rank,
+           "must be >= 0 (0 = ceil(hidden_dim / 16))")
+    _check(0.0 <= wm.backbone.dropout < 1.0, "world_model.backbone.dropout", wm.backbone.dropout,
+           "must be in [0, 1)")
+    if wm.backbone.name == "transformer":
+        _check(wm.hidden_dim % wm.backbone.heads == 0, "world_model.backbone.heads", wm.backbone.heads,
+               f"must divide world_model.hidden_dim ({wm.hidden_dim})")
+        longest = max(cfg.train.batch_length, cfg.train.acting_context,
+                      cfg.imagination.context_length + cfg.imagination.horizon)
+        _check(wm.backbone.max_length >= longest, "world_model.backbone.max_length", wm.backbone.max_length,
+               f"must be >= {longest} (the longest of train.batch_length, train.acting_context and "
+               "imagination.context_length + imagination.horizon)")
+    if wm.backbone.name == "mamba2":
+        d_inner = wm.backbone.expand * wm.hidden_dim
+        _check(d_inner % wm.backbone.headdim == 0, "world_model.backbone.headdim", wm.backbone.headdim,
+               f"must divide expand*hidden_dim = {d_inner}")
+        _check((d_inner // wm.backbone.headdim) % wm.backbone.ngroups == 0, "world_model.backbone.ngroups",
+               wm.backbone.ngroups, "must divide the number of heads")
     _check(0.0 <= wm.unimix < 1.0, "world_model.unimix", wm.unimix, "must be in [0, 1)")
     _check(wm.two_hot.low < wm.two_hot.high and wm.two_hot.bins >= 2, "world_model.two_hot",
            f"{wm.two_hot.bins} bins over [{wm.two_hot.low}, {wm.two_hot.high}]", "need bins >= 2 and low < high")
@@ -430,6 +464,13 @@ def validate(cfg: DramaConfig) -> None:
            "runtime.device", device, "allowed: auto, cpu, cuda, cuda:N, mps")
     _check(cfg.runtime.precision in ("auto", "32-true", "bf16-mixed"), "runtime.precision",
            cfg.runtime.precision, "allowed: auto, 32-true, bf16-mixed")
+    if wm.backbone.impl == "kernel":
+        _check(wm.backbone.name in KERNEL_BACKBONES, "world_model.backbone.impl", "kernel",
+               f"mamba-ssm kernels exist only for {', '.join(KERNEL_BACKBONES)} (use auto or torch)")
+        from drama.nn.backbones.kernels import kernel_unavailable_reason
+
+        reason = kernel_unavailable_reason(device)
+        _check(reason is None, "world_model.backbone.impl", "kernel", f"{reason} (use auto or torch)")
 
 
 def to_yaml(cfg: DramaConfig) -> str:

@@ -1,17 +1,14 @@
-"""Mamba-2 dynamics backbone in pure PyTorch (SPEC.md §2.5 "Mamba-2 (default)", STACK.md §7).
+"""Mamba-2 dynamics backbone (SPEC.md §2.5 "Mamba-2 (default)", STACK.md §7), pure PyTorch with an optional
+mamba-ssm kernel path (:mod:`drama.nn.backbones.kernels`).
 
-Mirrors mamba_ssm's ``MixerModel`` with ``Mamba2`` mixers as DRAMA uses it, without any mamba_ssm import:
+The residual stack is :class:`~drama.nn.backbones.mixer_model.MixerModel`; the mixer mirrors
+``mamba_ssm/modules/mamba2.py: Mamba2``: ``in_proj`` -> [z, xBC, dt]; depthwise causal conv + SiLU on xBC ->
+[x, B, C]; ``dt = softplus(dt + dt_bias)``, ``A = -exp(A_log)``; chunked SSD scan (Dao & Gu 2024, Listing 1);
+``y + D x``; gated RMSNorm ``RMSNorm(y * SiLU(z)) * w``; ``out_proj``.
 
-* stem ``Linear(input_dim -> d_model, bias)`` -> RMSNorm (eps 1e-6) -> SiLU;
-* ``n_layer`` "add then norm" blocks: ``residual <- x + residual`` (kept in float32 for lower-precision
-  inputs), ``x <- Mamba2Mixer(RMSNorm(residual))``; finally ``h = norm_f(x + residual)``;
-* the mixer: ``in_proj`` -> [z, xBC, dt]; depthwise causal conv + SiLU on xBC -> [x, B, C];
-  ``dt = softplus(dt + dt_bias)``, ``A = -exp(A_log)``; chunked SSD scan (Dao & Gu 2024, Listing 1);
-  ``y + D x``; gated RMSNorm ``RMSNorm(y * SiLU(z)) * w``; ``out_proj``.
-
-The recurrent state is a TensorDict ``{"conv": (B, n_layer, conv_dim, d_conv - 1),
-"ssm": (B, n_layer, nheads, headdim, d_state)}``: the last ``d_conv - 1`` pre-conv xBC inputs and the SSM
-state ``H``. ``L`` calls of :meth:`Mamba2Backbone.step` equal one :meth:`Mamba2Backbone.forward`.
+The recurrent state is ``{"conv": (B, n_layer, conv_dim, d_conv - 1), "ssm": (B, n_layer, nheads, headdim,
+d_state)}``: the last ``d_conv - 1`` pre-conv xBC inputs and the SSM state ``H``. ``L`` calls of
+:meth:`Mamba2Backbone.step` equal one :meth:`Mamba2Backbone.forward`.
 """
 
 from __future__ import annotations
@@ -20,15 +17,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from tensordict import TensorDict
 from torch import Tensor, nn
 
-from drama.nn.backbones.base import Backbone
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """At least float32: the dtype for decays, cumulative sums, norms and the carried SSM state."""
-    return torch.promote_types(dtype, torch.float32)
+from drama.nn.backbones import kernels
+from drama.nn.backbones.mixer_model import Mixer, MixerModel, acc_dtype, causal_conv, causal_conv_step, rms_norm
 
 
 def _segsum(a: Tensor) -> Tensor:
@@ -78,7 +70,7 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     r = h // g  # heads per group
-    dtype, acc = x.dtype, _acc_dtype(x.dtype)
+    dtype, acc = x.dtype, acc_dtype(x.dtype)
     q = min(chunk_size, max(l, 1))
     pad = (-l) % q
     k = (l + pad) // q
@@ -133,7 +125,7 @@ def ssd_sequential(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk
     ``H_t = exp(dt_t A) H_{t-1} + (dt_t x_t) ⊗ B_t``, ``y_t = H_t C_t``. ``chunk_size`` is ignored.
     """
     b, l, h, p, g, n = _check_shapes(x, dt, A, B, C)
-    acc = _acc_dtype(x.dtype)
+    acc = acc_dtype(x.dtype)
     r = h // g
     H = (torch.zeros(b, h, p, n, dtype=acc, device=x.device) if initial_state is None
          else initial_state.to(acc))
@@ -150,22 +142,16 @@ def ssd_sequential(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk
     return y.to(x.dtype), H
 
 
-def _rms_norm(x: Tensor, norm: nn.RMSNorm, out_dtype: torch.dtype) -> Tensor:
-    """RMSNorm computed in at least float32, cast to ``out_dtype``."""
-    acc = _acc_dtype(x.dtype)
-    weight = None if norm.weight is None else norm.weight.to(acc)
-    return F.rms_norm(x.to(acc), norm.normalized_shape, weight, norm.eps).to(out_dtype)
-
-
-class Mamba2Mixer(nn.Module):
+class Mamba2Mixer(Mixer):
     """One Mamba-2 mixer (``mamba_ssm/modules/mamba2.py: Mamba2``) with a parallel and a one-token path."""
 
     def __init__(self, d_model: int, d_state: int = 16, expand: int = 2, headdim: int = 64, ngroups: int = 1,
                  d_conv: int = 4, chunk_size: int = 256, dt_min: float = 1e-3, dt_max: float = 0.1,
-                 dt_init_floor: float = 1e-4, A_init_range: tuple[float, float] = (1.0, 16.0)) -> None:
+                 dt_init_floor: float = 1e-4, A_init_range: tuple[float, float] = (1.0, 16.0),
+                 impl: str = "auto") -> None:
         super().__init__()
         self.d_model, self.d_state, self.ngroups, self.d_conv = d_model, d_state, ngroups, d_conv
-        self.headdim, self.chunk_size = headdim, chunk_size
+        self.headdim, self.chunk_size, self.impl = headdim, chunk_size, impl
         self.d_inner = expand * d_model
         if self.d_inner % headdim:
             raise ValueError(f"d_inner {self.d_inner} is not a multiple of headdim {headdim}")
@@ -175,6 +161,8 @@ class Mamba2Mixer(nn.Module):
         if d_conv < 1 or chunk_size < 1:
             raise ValueError("d_conv and chunk_size must be >= 1")
         self.conv_dim = self.d_inner + 2 * ngroups * d_state
+        self.conv_shape = (self.conv_dim, d_conv - 1)
+        self.ssm_shape = (self.nheads, headdim, d_state)
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * ngroups * d_state + self.nheads, bias=False)
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, kernel_size=d_conv, groups=self.conv_dim,
@@ -199,26 +187,25 @@ class Mamba2Mixer(nn.Module):
 
     def _gate_and_project(self, y: Tensor, z: Tensor) -> Tensor:
         gated = y * F.silu(z)
-        return self.out_proj(_rms_norm(gated, self.norm, z.dtype))
+        return self.out_proj(rms_norm(gated, self.norm, z.dtype))
 
-    def forward(self, u: Tensor, conv_state: Tensor, ssm_state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, u: Tensor, conv_state: Tensor, ssm_state: Tensor,
+                zero_state: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """Parallel pass ``u`` (b, l, d_model) from (conv_state (b, conv_dim, d_conv-1), ssm_state
         (b, h, p, n)) -> (out (b, l, d_model), final conv_state, final ssm_state)."""
         b, l, _ = u.shape
         z, xBC, dt = torch.split(self.in_proj(u), [self.d_inner, self.conv_dim, self.nheads], dim=-1)
-        # Causal depthwise conv continuing from the buffer of the last d_conv - 1 inputs.
-        seq = torch.cat([conv_state.to(xBC.dtype), xBC.transpose(1, 2)], dim=-1)  # (b, conv_dim, d_conv-1+l)
-        new_conv_state = seq[..., seq.size(-1) - (self.d_conv - 1):]
-        xBC = F.conv1d(seq, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)  # (b, conv_dim, l)
-        xBC = F.silu(xBC).transpose(1, 2)
-        x, B, C = self._split_xBC(xBC)
-
-        acc = _acc_dtype(u.dtype)
-        dt = F.softplus(dt.to(acc) + self.dt_bias.to(acc))  # (b, l, h)
+        xBC, new_conv_state = causal_conv(xBC, conv_state, self.conv1d)
+        x, B, C = self._split_xBC(F.silu(xBC))
+        acc = acc_dtype(u.dtype)
         A = -torch.exp(self.A_log.to(acc))
-        y, H = ssd_chunked(x, dt, A, B, C, self.chunk_size, initial_state=ssm_state)
-        y = y + x * self.D.to(y.dtype).unsqueeze(-1)
-        out = self._gate_and_project(y.reshape(b, l, self.d_inner), z)
+        if kernels.use_kernels(self.impl, u):
+            y, H = kernels.ssd_scan(x, dt, A, B, C, self.D, self.dt_bias, self.chunk_size, ssm_state)
+        else:
+            dt = F.softplus(dt.to(acc) + self.dt_bias.to(acc))  # (b, l, h)
+            y, H = ssd_chunked(x, dt, A, B, C, self.chunk_size, initial_state=ssm_state)
+            y = y + x * self.D.to(y.dtype).unsqueeze(-1)
+        out = self._gate_and_project(y.reshape(b, l, self.d_inner).to(z.dtype), z)
         return out, new_conv_state, H.to(ssm_state.dtype)
 
     def step(self, u: Tensor, conv_state: Tensor, ssm_state: Tensor, conv_out: Tensor | None = None,
@@ -232,127 +219,38 @@ class Mamba2Mixer(nn.Module):
         b = u.shape[0]
         g, r, p, n = self.ngroups, self.nheads // self.ngroups, self.headdim, self.d_state
         z, xBC, dt = torch.split(self.in_proj(u), [self.d_inner, self.conv_dim, self.nheads], dim=-1)
-
-        # Depthwise causal conv over [buffer, xBC], then shift the buffer.
-        conv_state = conv_state.to(xBC.dtype)
-        weight = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
-        xBC_conv = (conv_state * weight[:, :-1]).sum(-1) + xBC * weight[:, -1] + self.conv1d.bias
-        if conv_out is None:
-            conv_out = torch.cat([conv_state, xBC.unsqueeze(-1)], dim=-1)[..., 1:]
-        elif self.d_conv > 1:
-            conv_out[..., :-1].copy_(conv_state[..., 1:])
-            conv_out[..., -1].copy_(xBC)
+        xBC_conv, conv_out = causal_conv_step(xBC, conv_state, self.conv1d, conv_out)
         x, B, C = self._split_xBC(F.silu(xBC_conv))  # (b, h, p), (b, g, n), (b, g, n)
-
-        # H <- exp(dt A) H + (dt x) ⊗ B ;  y = H C + D x
         acc = ssm_state.dtype
-        dt = F.softplus(dt.to(acc) + self.dt_bias.to(acc))  # (b, h)
-        dA = torch.exp(dt * -torch.exp(self.A_log.to(acc)))[..., None, None]  # (b, h, 1, 1)
-        H = (ssm_state * dA).contiguous() if ssm_out is None else torch.mul(ssm_state, dA, out=ssm_out)
-        H_rows = H.view(b, g, r * p, n)  # heads of a group share B and C
-        xdt = (x.to(acc) * dt.unsqueeze(-1)).view(b, g, r * p, 1)
-        H_rows.addcmul_(xdt, B.to(acc).unsqueeze(-2))
-        y = torch.matmul(H_rows, C.to(acc).unsqueeze(-1)).view(b, self.nheads, p)
-        y = y.to(x.dtype) + x * self.D.to(x.dtype).unsqueeze(-1)
-        out = self._gate_and_project(y.reshape(b, self.d_inner), z)
+        A = -torch.exp(self.A_log.to(acc))
+
+        if kernels.use_kernels(self.impl, u):
+            y, H = kernels.ssd_step(ssm_state, x, dt, A, B, C, self.D, self.dt_bias)
+            if ssm_out is not None:
+                H = ssm_out.copy_(H)
+        else:
+            # H <- exp(dt A) H + (dt x) ⊗ B ;  y = H C + D x
+            dt = F.softplus(dt.to(acc) + self.dt_bias.to(acc))  # (b, h)
+            dA = torch.exp(dt * A)[..., None, None]  # (b, h, 1, 1)
+            H = (ssm_state * dA).contiguous() if ssm_out is None else torch.mul(ssm_state, dA, out=ssm_out)
+            H_rows = H.view(b, g, r * p, n)  # heads of a group share B and C
+            xdt = (x.to(acc) * dt.unsqueeze(-1)).view(b, g, r * p, 1)
+            H_rows.addcmul_(xdt, B.to(acc).unsqueeze(-2))
+            y = torch.matmul(H_rows, C.to(acc).unsqueeze(-1)).view(b, self.nheads, p)
+            y = y.to(x.dtype) + x * self.D.to(x.dtype).unsqueeze(-1)
+        out = self._gate_and_project(y.reshape(b, self.d_inner).to(z.dtype), z)
         return out, conv_out, H
 
 
-class _Block(nn.Module):
-    """``mamba_ssm/modules/block.py: Block`` without MLP: the block norm and the mixer."""
-
-    def __init__(self, d_model: int, **mixer_kwargs: int) -> None:
-        super().__init__()
-        self.norm = nn.RMSNorm(d_model, eps=1e-5)
-        self.mixer = Mamba2Mixer(d_model, **mixer_kwargs)
-
-
-class Mamba2Backbone(Backbone):
+class Mamba2Backbone(MixerModel):
     """DRAMA's Mamba-2 dynamics model (SPEC.md §2.5): stem, ``n_layer`` Mamba-2 blocks, final RMSNorm."""
 
     def __init__(self, input_dim: int, d_model: int = 512, n_layer: int = 2, d_state: int = 16,
                  expand: int = 2, headdim: int = 64, ngroups: int = 1, d_conv: int = 4,
-                 chunk_size: int = 256) -> None:
-        super().__init__()
-        if n_layer < 1:
-            raise ValueError(f"n_layer must be >= 1, got {n_layer}")
-        self.input_dim, self.output_dim = input_dim, d_model
-        self.d_model, self.n_layer = d_model, n_layer
-        self.stem_proj = nn.Linear(input_dim, d_model, bias=True)
-        self.stem_norm = nn.RMSNorm(d_model, eps=1e-6)
-        self.layers = nn.ModuleList(
-            _Block(d_model, d_state=d_state, expand=expand, headdim=headdim, ngroups=ngroups, d_conv=d_conv,
-                   chunk_size=chunk_size)
-            for _ in range(n_layer)
-        )
-        self.norm_f = nn.RMSNorm(d_model, eps=1e-5)
+                 chunk_size: int = 256, impl: str = "auto") -> None:
+        super().__init__(input_dim, d_model, n_layer, lambda: Mamba2Mixer(
+            d_model, d_state=d_state, expand=expand, headdim=headdim, ngroups=ngroups, d_conv=d_conv,
+            chunk_size=chunk_size, impl=impl))
         mixer = self.layers[0].mixer
         self.conv_dim, self.d_conv = mixer.conv_dim, d_conv
         self.nheads, self.headdim, self.d_state = mixer.nheads, headdim, d_state
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """``mixer_seq_simple.py: _init_weights``: zero every Linear bias; ``out_proj.weight`` kaiming-uniform
-        divided by sqrt(n_layer)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        for block in self.layers:
-            weight = block.mixer.out_proj.weight
-            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
-            with torch.no_grad():
-                weight /= math.sqrt(self.n_layer)
-
-    def _param_dtype(self) -> torch.dtype:
-        return self.stem_proj.weight.dtype
-
-    def initial_state(self, batch_size: int, device: torch.device | None = None,
-                      dtype: torch.dtype | None = None) -> TensorDict:
-        """Zero conv buffers (dtype) and zero SSM states (at least float32)."""
-        device = self.stem_proj.weight.device if device is None else device
-        dtype = self._param_dtype() if dtype is None else dtype
-        conv = torch.zeros(batch_size, self.n_layer, self.conv_dim, self.d_conv - 1, dtype=dtype,
-                           device=device)
-        ssm = torch.zeros(batch_size, self.n_layer, self.nheads, self.headdim, self.d_state,
-                          dtype=_acc_dtype(dtype), device=device)
-        return TensorDict({"conv": conv, "ssm": ssm}, batch_size=[batch_size])
-
-    def _stem(self, x: Tensor) -> Tensor:
-        return F.silu(_rms_norm(self.stem_proj(x), self.stem_norm, x.dtype))
-
-    def _run(self, x: Tensor, state: TensorDict, single: bool) -> tuple[Tensor, TensorDict]:
-        hidden = self._stem(x)
-        residual: Tensor | None = None
-        res_dtype = _acc_dtype(hidden.dtype)  # residual_in_fp32
-        # Without autograd, step writes each layer's new state straight into the stacked output.
-        buffered = single and not torch.is_grad_enabled()
-        if buffered:
-            conv_new, ssm_new = torch.empty_like(state["conv"]), torch.empty_like(state["ssm"])
-        convs, ssms = [], []
-        for i, block in enumerate(self.layers):
-            residual = hidden.to(res_dtype) if residual is None else residual + hidden
-            normed = _rms_norm(residual, block.norm, hidden.dtype)
-            conv_i, ssm_i = state["conv"][:, i], state["ssm"][:, i]
-            if buffered:
-                hidden, _, _ = block.mixer.step(normed, conv_i, ssm_i, conv_new[:, i], ssm_new[:, i])
-                continue
-            mix = block.mixer.step if single else block.mixer
-            hidden, conv_i, ssm_i = mix(normed, conv_i, ssm_i)
-            convs.append(conv_i)
-            ssms.append(ssm_i)
-        residual = hidden.to(res_dtype) if residual is None else residual + hidden
-        h = _rms_norm(residual, self.norm_f, hidden.dtype)
-        if not buffered:
-            conv_new, ssm_new = torch.stack(convs, dim=1), torch.stack(ssms, dim=1)
-        return h, TensorDict({"conv": conv_new, "ssm": ssm_new}, batch_size=[x.shape[0]])
-
-    def forward(self, x: Tensor, state: TensorDict | None = None) -> tuple[Tensor, TensorDict]:
-        """Parallel pass ``x`` (B, L, input_dim) from ``state`` (zeros if None) -> (h (B, L, d_model),
-        final state)."""
-        if state is None:
-            state = self.initial_state(x.shape[0], x.device, x.dtype)
-        return self._run(x, state, single=False)
-
-    def step(self, x: Tensor, state: TensorDict) -> tuple[Tensor, TensorDict]:
-        """One token ``x`` (B, input_dim) -> (h (B, d_model), new state); ``state`` is left unchanged."""
-        return self._run(x, state, single=True)

@@ -1,0 +1,178 @@
+"""The residual stack that wraps DRAMA's Mamba mixers (``mamba_ssm/models/mixer_seq_simple.py: MixerModel``,
+SPEC.md §2.5), shared by Mamba-2 and Mamba-1:
+
+* stem ``Linear(input_dim -> d_model, bias)`` -> RMSNorm (eps 1e-6) -> SiLU;
+* ``n_layer`` "add then norm" blocks without MLP (``block.py: Block``): ``residual <- x + residual`` (kept in
+  float32 for lower-precision inputs, ``residual_in_fp32``), ``x <- Mixer(RMSNorm(residual))``;
+* ``h = norm_f(x + residual)``;
+* init (``_init_weights``): every Linear bias zeroed except those marked ``_no_reinit`` (Mamba-1's
+  ``dt_proj.bias``); each mixer's ``out_proj.weight`` kaiming-uniform divided by sqrt(n_layer).
+
+A mixer carries a causal-conv buffer and an SSM state; the backbone state stacks them over layers as a
+TensorDict ``{"conv": (B, n_layer, *conv_shape), "ssm": (B, n_layer, *ssm_shape)}``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDict
+from torch import Tensor, nn
+
+from drama.nn.backbones.base import Backbone
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """At least float32: the dtype for decays, cumulative sums, norms and the carried SSM state."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def rms_norm(x: Tensor, norm: nn.RMSNorm, out_dtype: torch.dtype) -> Tensor:
+    """RMSNorm computed in at least float32, cast to ``out_dtype``."""
+    acc = acc_dtype(x.dtype)
+    weight = None if norm.weight is None else norm.weight.to(acc)
+    return F.rms_norm(x.to(acc), norm.normalized_shape, weight, norm.eps).to(out_dtype)
+
+
+def stem(x: Tensor, proj: nn.Linear, norm: nn.RMSNorm) -> Tensor:
+    """The Mamba stem ``SiLU(RMSNorm(proj(x)))`` (norm in at least float32), in x's dtype."""
+    return F.silu(rms_norm(proj(x), norm, x.dtype))
+
+
+def causal_conv(x: Tensor, conv_state: Tensor, conv1d: nn.Conv1d) -> tuple[Tensor, Tensor]:
+    """Depthwise causal conv over ``x`` (b, l, c) continuing from ``conv_state`` (b, c, d_conv-1), the last
+    inputs before ``x`` -> (pre-activation output (b, l, c), new buffer (b, c, d_conv-1))."""
+    seq = torch.cat([conv_state.to(x.dtype), x.transpose(1, 2)], dim=-1)  # (b, c, d_conv-1+l)
+    keep = conv1d.kernel_size[0] - 1
+    new_state = seq[..., seq.size(-1) - keep:]
+    out = F.conv1d(seq, conv1d.weight, conv1d.bias, groups=conv1d.groups)  # (b, c, l)
+    return out.transpose(1, 2), new_state
+
+
+def causal_conv_step(x: Tensor, conv_state: Tensor, conv1d: nn.Conv1d,
+                     conv_out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One token of :func:`causal_conv`: ``x`` (b, c) -> (pre-activation output (b, c), new buffer).
+
+    ``conv_state`` is not modified; ``conv_out`` is an optional preallocated buffer for the new one.
+    """
+    conv_state = conv_state.to(x.dtype)
+    weight = conv1d.weight.squeeze(1)  # (c, d_conv)
+    out = (conv_state * weight[:, :-1]).sum(-1) + x * weight[:, -1] + conv1d.bias
+    if conv_out is None:
+        conv_out = torch.cat([conv_state, x.unsqueeze(-1)], dim=-1)[..., 1:]
+    elif conv_out.size(-1) > 0:
+        conv_out[..., :-1].copy_(conv_state[..., 1:])
+        conv_out[..., -1].copy_(x)
+    return out, conv_out
+
+
+class Mixer(nn.Module, ABC):
+    """A Mamba mixer: parallel and one-token paths over a (conv buffer, SSM state) pair."""
+
+    conv_shape: tuple[int, ...]
+    """Shape of the conv buffer without the batch dimension."""
+    ssm_shape: tuple[int, ...]
+    """Shape of the SSM state without the batch dimension (kept in at least float32)."""
+    out_proj: nn.Linear
+
+    @abstractmethod
+    def forward(self, u: Tensor, conv_state: Tensor, ssm_state: Tensor,
+                zero_state: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """``u`` (b, l, d_model) -> (out (b, l, d_model), final conv buffer, final SSM state). ``zero_state``
+        says the given states are zeros (lets a kernel without an initial-state input run)."""
+
+    @abstractmethod
+    def step(self, u: Tensor, conv_state: Tensor, ssm_state: Tensor, conv_out: Tensor | None = None,
+             ssm_out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """One token ``u`` (b, d_model) -> (out, new conv buffer, new SSM state); inputs are not modified.
+        ``conv_out`` / ``ssm_out`` are optional preallocated buffers (outside autograd) for the new states."""
+
+
+class _Block(nn.Module):
+    """``mamba_ssm/modules/block.py: Block`` without MLP: the block norm and the mixer."""
+
+    def __init__(self, d_model: int, mixer: Mixer) -> None:
+        super().__init__()
+        self.norm = nn.RMSNorm(d_model, eps=1e-5)
+        self.mixer = mixer
+
+
+class MixerModel(Backbone):
+    """Stem, ``n_layer`` residual mixer blocks and a final RMSNorm (module docstring)."""
+
+    def __init__(self, input_dim: int, d_model: int, n_layer: int, make_mixer: Callable[[], Mixer]) -> None:
+        super().__init__()
+        if n_layer < 1:
+            raise ValueError(f"n_layer must be >= 1, got {n_layer}")
+        self.input_dim, self.output_dim = input_dim, d_model
+        self.d_model, self.n_layer = d_model, n_layer
+        self.stem_proj = nn.Linear(input_dim, d_model, bias=True)
+        self.stem_norm = nn.RMSNorm(d_model, eps=1e-6)
+        self.layers = nn.ModuleList(_Block(d_model, make_mixer()) for _ in range(n_layer))
+        self.norm_f = nn.RMSNorm(d_model, eps=1e-5)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear) and module.bias is not None \
+                    and not getattr(module.bias, "_no_reinit", False):
+                nn.init.zeros_(module.bias)
+        for block in self.layers:
+            weight = block.mixer.out_proj.weight
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            with torch.no_grad():
+                weight /= math.sqrt(self.n_layer)
+
+    def initial_state(self, batch_size: int, device: torch.device | None = None,
+                      dtype: torch.dtype | None = None) -> TensorDict:
+        """Zero conv buffers (dtype) and zero SSM states (at least float32)."""
+        device = self.stem_proj.weight.device if device is None else device
+        dtype = self.stem_proj.weight.dtype if dtype is None else dtype
+        mixer = self.layers[0].mixer
+        conv = torch.zeros(batch_size, self.n_layer, *mixer.conv_shape, dtype=dtype, device=device)
+        ssm = torch.zeros(batch_size, self.n_layer, *mixer.ssm_shape, dtype=acc_dtype(dtype), device=device)
+        return TensorDict({"conv": conv, "ssm": ssm}, batch_size=[batch_size])
+
+    def _run(self, x: Tensor, state: TensorDict, single: bool, zero_state: bool = False) -> tuple[Tensor, TensorDict]:
+        hidden = stem(x, self.stem_proj, self.stem_norm)
+        residual: Tensor | None = None
+        res_dtype = acc_dtype(hidden.dtype)  # residual_in_fp32
+        # Without autograd, step writes each layer's new state straight into the stacked output.
+        buffered = single and not torch.is_grad_enabled()
+        if buffered:
+            conv_new, ssm_new = torch.empty_like(state["conv"]), torch.empty_like(state["ssm"])
+        convs, ssms = [], []
+        for i, block in enumerate(self.layers):
+            residual = hidden.to(res_dtype) if residual is None else residual + hidden
+            normed = rms_norm(residual, block.norm, hidden.dtype)
+            conv_i, ssm_i = state["conv"][:, i], state["ssm"][:, i]
+            if buffered:
+                hidden, _, _ = block.mixer.step(normed, conv_i, ssm_i, conv_new[:, i], ssm_new[:, i])
+                continue
+            if single:
+                hidden, conv_i, ssm_i = block.mixer.step(normed, conv_i, ssm_i)
+            else:
+                hidden, conv_i, ssm_i = block.mixer(normed, conv_i, ssm_i, zero_state=zero_state)
+            convs.append(conv_i)
+            ssms.append(ssm_i)
+        residual = hidden.to(res_dtype) if residual is None else residual + hidden
+        h = rms_norm(residual, self.norm_f, hidden.dtype)
+        if not buffered:
+            conv_new, ssm_new = torch.stack(convs, dim=1), torch.stack(ssms, dim=1)
+        return h, TensorDict({"conv": conv_new, "ssm": ssm_new}, batch_size=[x.shape[0]])
+
+    def forward(self, x: Tensor, state: TensorDict | None = None) -> tuple[Tensor, TensorDict]:
+        """Parallel pass ``x`` (B, L, input_dim) from ``state`` (zeros if None) -> (h (B, L, d_model),
+        final state)."""
+        zero_state = state is None
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device, x.dtype)
+        return self._run(x, state, single=False, zero_state=zero_state)
+
+    def step(self, x: Tensor, state: TensorDict) -> tuple[Tensor, TensorDict]:
+        """One token ``x`` (B, input_dim) -> (h (B, d_model), new state); ``state`` is left unchanged."""
+        return self._run(x, state, single=True)
