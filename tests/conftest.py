@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -33,3 +36,27 @@ def tiny_config(*extra: str) -> DramaConfig:
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# conf/debug.yaml made smaller still: 50-step Pong episodes (200 raw frames), a 60-row buffer that wraps around
+SMALL_DEBUG = [
+    "env.max_episode_frames=200", "replay.capacity=60", "train.warmup_steps=20", "train.batch_size=2",
+    "train.batch_length=8", "imagination.batch_size=8", "imagination.context_length=4", "imagination.horizon=4",
+    "train.log_every=10", "train.checkpoint_every=0", "runtime.progress=false",
+]
+
+
+@pytest.fixture(scope="session")
+def finished_debug_run(tmp_path_factory) -> Path:
+    """A finished tiny Pong run (60 env steps, visuals at 40 and at the end) evaluated greedily for 2 episodes with
+    videos: the run folder (config, checkpoint, MLflow store with metrics, visuals and evaluation artifacts)."""
+    from drama.cli import main
+
+    out = tmp_path_factory.mktemp("runs")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    assert main(["fit", "--config", str(ROOT / "conf/debug.yaml"), *SMALL_DEBUG, "train.total_steps=60",
+                 "train.visuals_every=40", f"runtime.output_dir={out}", "runtime.run_name=finished"]) == 0
+    run_dir = out / "finished"
+    assert main(["evaluate", str(run_dir), "--episodes", "2", "--video", "--no-progress"]) == 0
+    return run_dir

@@ -9,17 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SMALL_DEBUG as SMALL
 from drama.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "conf/debug.yaml")
-
-# debug.yaml made smaller still: 50-step Pong episodes (200 raw frames), a 60-row buffer that wraps around
-SMALL = [
-    "env.max_episode_frames=200", "replay.capacity=60", "train.warmup_steps=20", "train.batch_size=2",
-    "train.batch_length=8", "imagination.batch_size=8", "imagination.context_length=4", "imagination.horizon=4",
-    "train.log_every=10", "train.checkpoint_every=0", "runtime.progress=false",
-]
 
 
 def fit(tmp_path: Path, capsys, *args: str) -> dict:

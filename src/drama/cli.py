@@ -1,8 +1,12 @@
-"""Command line: ``drama info|fit``.
+"""Command line: ``drama info|fit|evaluate|report``.
 
 * ``drama info --config FILE [key=value ...]``: resolved config; last line: parameter counts as JSON.
 * ``drama fit --config FILE [key=value ...]``: train a new run; ``drama fit --resume RUN_DIR [key=value ...]``
   continues one from its last checkpoint. The last line printed is a JSON summary of the run.
+* ``drama evaluate RUN_DIR [--episodes N] [--greedy|--sample] [--seed S] [--checkpoint FILE] [--video]``: N
+  complete evaluation episodes (:mod:`drama.evaluate`); the last line printed is the result summary as JSON.
+* ``drama report RUN_DIR|EVAL_JSON ... [--out DIR]``: per-game table, aggregates and figures (:mod:`drama.report`);
+  the last line printed is a JSON object of the written files.
 
 User errors (unknown keys, bad values, missing files, unknown envs) print one line ``drama: error: ...`` to
 stderr and exit with code 2.
@@ -35,6 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--config", help="YAML config file, e.g. conf/atari.yaml")
     source.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     fit.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
+    evaluate = sub.add_parser("evaluate", help="play N complete evaluation episodes of a run's checkpoint")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by drama fit")
+    evaluate.add_argument("--episodes", type=int, default=10, help="complete episodes to play (default 10)")
+    policy = evaluate.add_mutually_exclusive_group()
+    policy.add_argument("--greedy", dest="greedy", action="store_true", default=True,
+                        help="argmax actions (default)")
+    policy.add_argument("--sample", dest="greedy", action="store_false", help="actions sampled from the policy")
+    evaluate.add_argument("--seed", type=int, default=None, help="episode k resets with seed S+k (default: run seed)")
+    evaluate.add_argument("--checkpoint", default=None, help="checkpoint file (default RUN_DIR/checkpoints/last.ckpt)")
+    evaluate.add_argument("--video", action="store_true", help="record every episode as a GIF (MLflow artifact)")
+    evaluate.add_argument("--device", default=None, help="torch device (default: the run's runtime.device)")
+    evaluate.add_argument("--no-progress", dest="progress", action="store_false", help="no progress output")
+    report = sub.add_parser("report", help="aggregate evaluations of runs: Markdown and CSV tables, PNG figures")
+    report.add_argument("inputs", nargs="+", metavar="RUN_DIR|EVAL_JSON",
+                        help="run directories (their latest evaluation) or evaluation JSON files")
+    report.add_argument("--out", default="reports", help="output folder (default ./reports)")
+    report.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the CIs (default 2000)")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     return parser
 
 
@@ -69,7 +91,26 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"info": cmd_info, "fit": cmd_fit}
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from drama.evaluate import evaluate
+
+    result = evaluate(args.run_dir, episodes=args.episodes, greedy=args.greedy, seed=args.seed,
+                      checkpoint=args.checkpoint, video=args.video, device=args.device, progress=args.progress)
+    keys = ("path", "env_id", "checkpoint_step", "episodes", "policy", "mean", "std", "human_normalized", "videos")
+    print(json.dumps({key: result[key] for key in keys}))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from drama.report import report
+
+    if args.reps < 1:
+        raise ConfigError(f"--reps={args.reps} is invalid: must be a positive integer")
+    print(json.dumps(report(args.inputs, out=args.out, reps=args.reps, seed=args.seed)))
+    return 0
+
+
+COMMANDS = {"info": cmd_info, "fit": cmd_fit, "evaluate": cmd_evaluate, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -240,6 +240,9 @@ class TrainConfig:
     """end the run early once the mean return of the last 10 episodes reaches this (return; null = never)."""
     checkpoint_every: int = 2000
     """env steps between checkpoints (env steps; 0 = only at the end)."""
+    visuals_every: int = 10_000
+    """env steps between imagination videos and reconstruction images logged to MLflow (env steps; 0 = off;
+    pixel observations only, after the warm-up, and once more at the end)."""
 
 
 @dataclass
@@ -392,6 +395,7 @@ def validate(cfg: DramaConfig) -> None:
         "train.world_model_updates": cfg.train.world_model_updates,
         "train.actor_critic_updates": cfg.train.actor_critic_updates,
         "train.checkpoint_every": cfg.train.checkpoint_every,
+        "train.visuals_every": cfg.train.visuals_every,
         "actor_critic.optim.warmup_steps": ac.optim.warmup_steps,
     }.items():
         _check(value >= 0, key, value, "must be a non-negative integer")

@@ -75,9 +75,12 @@ class DramaLoop:
                 if self.learning():
                     self.update_world_model()
                     self.update_actor_critic()
+                    self.maybe_log_visuals()
                 self.maybe_log(bar)
                 self.maybe_checkpoint()
         self.log_metrics(force=True)
+        if self.cfg.train.visuals_every and self.state.step > self.cfg.train.warmup_steps:
+            self.log_visuals()
         self.save_checkpoint()
         if interrupt.requested:  # stopped between two iterations: `drama fit --resume` continues exactly
             raise KeyboardInterrupt
@@ -193,6 +196,36 @@ class DramaLoop:
         self.fabric.log_dict(metrics, step=self.state.step)
         self._last_log_time, self._last_log_step = now, self.state.step
         return rate
+
+    def maybe_log_visuals(self) -> None:
+        every = self.cfg.train.visuals_every
+        if every and self.state.step % every == 0:
+            self.log_visuals()
+
+    def log_visuals(self) -> list[Path]:
+        """Imagination video, its comparison with reality and a reconstruction image of the latest replay window,
+        written under ``<run_dir>/visuals`` and logged as MLflow artifacts (``visuals/``). Training is unaffected:
+        the window is peeked (no DFS counts) and the RNG state is restored afterwards."""
+        from drama.visuals import imagination_frames, reconstruction_grid, write_gif, write_png
+
+        context, horizon = self.cfg.imagination.context_length, self.cfg.imagination.horizon
+        window = self.replay.latest_window(context + horizon) if self.world_model.pixels else None
+        if window is None:
+            return []
+        start = time.perf_counter()
+        device = self.world_model.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            frames = imagination_frames(self.world_model, window, context)
+            grid = reconstruction_grid(self.world_model, window["observation"])
+        folder, tag = self.run_dir / "visuals", f"step{self.state.step:08d}"
+        paths = [write_gif(frames["imagination"], folder / f"{tag}_imagination.gif"),
+                 write_gif(frames["comparison"], folder / f"{tag}_imagination_vs_real.gif"),
+                 write_png(grid, folder / f"{tag}_reconstruction.png")]
+        if self.logger is not None:
+            for path in paths:
+                self.logger.experiment.log_artifact(self.logger.run_id, str(path), "visuals")
+        self.metrics.add({"time/visuals": time.perf_counter() - start})
+        return paths
 
     def maybe_checkpoint(self) -> None:
         every = self.cfg.train.checkpoint_every

@@ -21,10 +21,11 @@ class ProgressBar:
     """Context manager: a rich bar on a terminal, plain one-line updates on stderr otherwise (logs, CI), nothing
     when disabled."""
 
-    def __init__(self, total: int, completed: int = 0, enabled: bool = True, description: str = "env steps"):
+    def __init__(self, total: int, completed: int = 0, enabled: bool = True, description: str = "env steps",
+                 unit: str = "steps"):
         self.enabled = enabled
         self.rich = enabled and sys.stderr.isatty()
-        self.total, self.completed, self.description = total, completed, description
+        self.total, self.completed, self.description, self.unit = total, completed, description, unit
         self._progress: Progress | None = None
         self._task = None
         self._start, self._start_step = time.perf_counter(), completed
@@ -33,7 +34,7 @@ class ProgressBar:
         if self.rich:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} steps/s"),
+                TextColumn(f"{{task.fields[rate]}} {self.unit}/s"),
                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                 TextColumn("last return {task.fields[last_return]}"),
                 console=Console(stderr=True), transient=False,
@@ -51,7 +52,7 @@ class ProgressBar:
             eta = (self.total - completed) / rate if rate > 0 else float("inf")
             eta_text = str(datetime.timedelta(seconds=round(eta))) if eta != float("inf") else "-"
             last = "-" if last_return is None else f"{last_return:.1f}"
-            print(f"{self.description} {completed}/{self.total} | {rate:.1f} steps/s | ETA {eta_text} | "
+            print(f"{self.description} {completed}/{self.total} | {rate:.2f} {self.unit}/s | ETA {eta_text} | "
                   f"last return {last}", file=sys.stderr, flush=True)
         if self._progress is None:
             return

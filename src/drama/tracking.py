@@ -1,7 +1,8 @@
 """MLflow tracking through Lightning's ``MLFlowLogger`` (STACK.md 3, 4).
 
 The default tracking store is a sqlite file inside the run directory (``<run_dir>/mlflow.db``) unless
-``MLFLOW_TRACKING_URI`` is set. MLflow >= 3.13 refuses the old ``./mlruns`` file store, so a URI is always
+``MLFLOW_TRACKING_URI`` is set; artifacts (videos, images, evaluation results) go to ``<run_dir>/mlartifacts`` when
+the experiment is created there. MLflow >= 3.13 refuses the old ``./mlruns`` file store, so a URI is always
 passed explicitly. Metrics are accumulated between logs and written as one batch (one sqlite round trip).
 """
 
@@ -28,7 +29,7 @@ def make_logger(run_dir: Path, experiment: str, run_name: str, run_id: str | Non
         from lightning.pytorch.loggers import MLFlowLogger
 
         logger = MLFlowLogger(experiment_name=experiment, run_name=run_name, tracking_uri=tracking_uri(run_dir),
-                              run_id=run_id)
+                              run_id=run_id, artifact_location=str((run_dir / "mlartifacts").resolve()))
         _ = logger.experiment  # create the experiment and run now (fails early, not mid-run)
     return logger
 

@@ -128,6 +128,17 @@ class Replay:
         data.set("start", info["start"][:, None].expand(batch, length).clone())
         return data
 
+    def latest_window(self, length: int) -> TensorDict | None:
+        """The most recent valid window of ``length`` rows (batch ``(length,)``), or None if there is none.
+
+        A read-only peek for visualisation: no DFS counter changes and no random draw, so training is unaffected.
+        """
+        starts = self.sampler.valid_starts(self.storage, length) if len(self) else torch.empty(0)
+        if starts.numel() == 0:
+            return None
+        index = (int(starts[-1]) + torch.arange(length)) % self.capacity
+        return self.storage.get(slice(None)).apply(lambda x: x.index_select(0, index), batch_size=[length])
+
     def stats(self) -> dict[str, float]:
         """Sampler statistics for logging (counters over stored rows; valid starts and never-drawn fraction)."""
         stats = {"rows": float(len(self))}

@@ -1,0 +1,193 @@
+"""``drama evaluate``: exactly N complete episodes of a trained agent under the evaluation protocol.
+
+Protocol (SPEC 1.2 and 1.4, decisions 2 and 6; fixing B9 and B14 of the reference):
+
+* the training env stack of the run (same action repeat, max-pool, resize, no sticky actions, no-op setting,
+  time limit) **without the life-loss signal**; one env, episodes played one after another, so every one of the
+  N episodes runs to its end (terminated or time limit) and short episodes are not favoured;
+* episode ``k`` resets with seed ``S + k`` (``--seed S``, default: the run's seed), so episodes differ and the
+  evaluation is reproducible;
+* the acting window (16 frames and actions) is cleared at each episode start; the first action of an episode,
+  with an empty window, is random, as in training; afterwards the policy acts on ``[ẑ_t, h_{t-1}]``, greedily
+  (argmax, the default) or sampled (``--sample``);
+* human-normalised score with the standard unrounded random/human constants (:mod:`drama.scores`).
+
+The result JSON (raw returns, lengths, mean, std, human-normalised score, protocol, checkpoint step) is written to
+``<run_dir>/evaluations/`` and logged, with the same numbers as metrics, to the run's MLflow record.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from drama.checkpoint import checkpoint_path
+from drama.config import ConfigError, DramaConfig, load_config
+
+EVALUATIONS_DIR = "evaluations"
+
+
+def protocol(cfg: DramaConfig, greedy: bool, seed: int) -> dict[str, Any]:
+    """The evaluation protocol as data (stored with every result)."""
+    return {
+        "env_id": cfg.env.id, "action_repeat": cfg.env.action_repeat, "noop_max": cfg.env.noop_max,
+        "sticky_actions": 0.0, "full_action_space": False, "life_loss_signal": False,
+        "max_episode_frames": cfg.env.max_episode_frames, "episode_seeds": f"{seed} + k",
+        "policy": "greedy" if greedy else "sample", "acting_context": cfg.train.acting_context,
+        "acting_window_reset": "at every episode start", "first_action": "random (empty acting window)",
+        "episodes": "played one after another to completion (no short-episode bias)",
+        "normalisation": "unrounded random/human scores (drama.scores)",
+    }
+
+
+def load_run(run_dir: Path, checkpoint: Path | None = None,
+             device: str | None = None) -> tuple[DramaConfig, Any, Any, int, Path]:
+    """Config, world model, actor-critic (eval mode, on the device) and the env-step count of a checkpoint."""
+    from drama.build import build_models
+    from drama.envs.spec import probe_env
+    from drama.fit import CONFIG_NAME
+    from drama.nn.optim import resolve_device
+
+    if not (run_dir / CONFIG_NAME).is_file():
+        raise ConfigError(f"{run_dir}: no {CONFIG_NAME} there (not a drama run directory)")
+    ckpt = checkpoint_path(run_dir) if checkpoint is None else checkpoint
+    if not ckpt.is_file():
+        raise ConfigError(f"no checkpoint at {ckpt}")
+    cfg = load_config(run_dir / CONFIG_NAME, [f"runtime.device={device}"] if device else [])
+    spec = probe_env(cfg.env)
+    world_model, actor_critic = build_models(cfg, spec)
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    world_model.load_state_dict(state["world_model"])
+    actor_critic.load_state_dict(state["actor_critic"])
+    target = resolve_device(cfg.runtime.device)
+    world_model.to(target).eval()
+    actor_critic.to(target).eval()
+    return cfg, world_model, actor_critic, int(state["loop"]["step"]), ckpt
+
+
+@torch.no_grad()
+def play_episodes(cfg: DramaConfig, world_model, actor_critic, episodes: int, greedy: bool, seed: int,
+                  record: bool = False, progress: bool = True) -> dict[str, list]:
+    """Play ``episodes`` complete evaluation episodes; returns ``returns``, ``lengths`` and, with ``record``,
+    ``frames`` (one (T, H, W, 3) uint8 array per episode, the observations the agent saw)."""
+    from drama.acting import ActingContext
+    from drama.envs.runner import EnvRunner
+    from drama.progress import ProgressBar
+    from drama.visuals import to_frames
+
+    runner = EnvRunner(replace(cfg.env, reseed="sequence"), seed, evaluation=True)
+    acting = ActingContext(world_model, actor_critic, cfg.train.acting_context)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    out: dict[str, list] = {"returns": [], "lengths": [], "frames": []}
+    try:
+        with ProgressBar(episodes, enabled=progress, description="eval episodes", unit="episodes") as bar:
+            for _ in range(episodes):
+                observation, acting_done = runner.reset(), False
+                acting.reset()
+                total, length, frames = 0.0, 0, [observation] if record else []
+                while not acting_done:
+                    action = acting.act(greedy=greedy)
+                    if action is None:
+                        action = int(torch.randint(runner.num_actions, (), generator=generator))
+                    acting.observe(observation, action)
+                    result = runner.step(action)
+                    total, length = total + result.reward, length + 1
+                    observation, acting_done = result.observation, result.terminated or result.truncated
+                    if record:
+                        frames.append(observation)
+                out["returns"].append(total)
+                out["lengths"].append(length)
+                if record and world_model.pixels:
+                    out["frames"].append(to_frames(torch.stack(frames)))
+                bar.update(len(out["returns"]), last_return=total)
+    finally:
+        runner.close()
+    return out
+
+
+def summarize(returns: list[float], env_id: str) -> dict[str, Any]:
+    """Mean, std (population), median, min, max and the human-normalised score of the mean (Atari 100k games)."""
+    from drama.scores import atari_game, human_normalized_score
+
+    game = atari_game(env_id)
+    mean = statistics.fmean(returns)
+    return {
+        "game": game, "mean": mean, "std": statistics.pstdev(returns), "median": statistics.median(returns),
+        "min": min(returns), "max": max(returns),
+        "human_normalized": None if game is None else human_normalized_score(game, mean),
+    }
+
+
+def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, seed: int | None = None,
+             checkpoint: str | Path | None = None, video: bool = False, device: str | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Evaluate a run's checkpoint; writes the result JSON (and GIFs with ``video``) and logs them to MLflow."""
+    run_dir = Path(run_dir)
+    if episodes < 1:
+        raise ConfigError(f"--episodes={episodes} is invalid: must be a positive integer")
+    start = time.perf_counter()
+    cfg, world_model, actor_critic, step, ckpt = load_run(run_dir, None if checkpoint is None else Path(checkpoint),
+                                                          device)
+    seed = cfg.runtime.seed if seed is None else seed
+    played = play_episodes(cfg, world_model, actor_critic, episodes, greedy, seed, record=video, progress=progress)
+    mode = "greedy" if greedy else "sample"
+    result = {
+        "run_dir": str(run_dir.resolve()), "env_id": cfg.env.id, "backbone": cfg.world_model.backbone.name,
+        "checkpoint": str(ckpt.resolve()), "checkpoint_step": step, "episodes": episodes, "seed": seed,
+        "policy": mode, "returns": played["returns"], "lengths": played["lengths"],
+        **summarize(played["returns"], cfg.env.id),
+        "protocol": protocol(cfg, greedy, seed), "seconds": round(time.perf_counter() - start, 2),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    folder = run_dir / EVALUATIONS_DIR
+    folder.mkdir(exist_ok=True)
+    stem = f"step{step:08d}-{mode}-seed{seed}-n{episodes}"
+    path = folder / f"{stem}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    result["path"] = str(path)
+    videos = []
+    if video:
+        from drama.visuals import write_gif
+
+        videos = [write_gif(frames, folder / "videos" / f"{stem}-episode{k}.gif")
+                  for k, frames in enumerate(played["frames"])]
+    result["videos"] = [str(v) for v in videos]
+    _log_to_mlflow(run_dir, result, path, videos)
+    return result
+
+
+def _log_to_mlflow(run_dir: Path, result: dict[str, Any], path: Path, videos: list[Path]) -> None:
+    """Metrics ``eval/*`` at the checkpoint step, the JSON and the videos as artifacts, in the run's record."""
+    from drama.fit import RUN_INFO_NAME
+
+    info_path = run_dir / RUN_INFO_NAME
+    if not info_path.is_file():
+        warnings.warn(f"{info_path} is missing: the evaluation is not logged to MLflow", stacklevel=2)
+        return
+    info = json.loads(info_path.read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=info["tracking_uri"])
+    run_id, step, mode = info["mlflow_run_id"], result["checkpoint_step"], result["policy"]
+    metrics = {f"eval/{mode}/return_mean": result["mean"], f"eval/{mode}/return_std": result["std"],
+               f"eval/{mode}/episodes": result["episodes"]}
+    if result["human_normalized"] is not None:
+        metrics[f"eval/{mode}/human_normalized"] = result["human_normalized"]
+    timestamp = int(time.time() * 1000)
+    from mlflow.entities import Metric
+
+    client.log_batch(run_id, metrics=[Metric(k, float(v), timestamp, step) for k, v in metrics.items()])
+    client.log_artifact(run_id, str(path), EVALUATIONS_DIR)
+    for video in videos:
+        client.log_artifact(run_id, str(video), f"{EVALUATIONS_DIR}/videos")
+

@@ -1,0 +1,296 @@
+"""``drama report``: evaluation results of several runs as a per-game table, aggregate scores and figures.
+
+Inputs are run directories (their latest evaluation under ``evaluations/``, greedy preferred) or evaluation JSON
+files written by ``drama evaluate``. Runs are grouped into methods by backbone (``DRAMA (mamba2)``, ...); the
+runs of one method on one game are its seeds.
+
+Outputs (in ``--out``):
+
+* ``report.md``: the per-game table (mean raw return over runs, with the random and human references and the
+  shipped baselines of SPEC Appendix C side by side) and the aggregate table: mean, median and IQM of
+  human-normalised scores with stratified-bootstrap 95% confidence intervals (rliable, Agarwal et al. 2021),
+  the baselines computed on the same games with the same unrounded constants;
+* ``scores.csv`` (per game and method) and ``aggregates.csv`` (per method and metric);
+* ``learning_curves.png``: training episode returns from each run's MLflow record, per game;
+* ``aggregates.png``: the interval estimates (rliable ``plot_interval_estimates``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drama.config import ConfigError
+from drama.evaluate import EVALUATIONS_DIR
+from drama.scores import HUMAN_SCORES, RANDOM_SCORES, atari_game, baselines, human_normalized_score
+
+METRICS = ("mean", "median", "iqm")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable evaluation JSON ({type(exc).__name__})") from None
+    if not isinstance(result, dict) or "returns" not in result or "env_id" not in result:
+        raise ConfigError(f"{path}: not an evaluation result of drama evaluate (no returns / env_id)")
+    result.setdefault("run_dir", str(path.parent.parent))
+    result["source"] = str(path)
+    return result
+
+
+def latest_evaluation(run_dir: Path) -> dict[str, Any]:
+    """The run's latest evaluation: highest checkpoint step, greedy before sampled, then the newest file."""
+    files = sorted((run_dir / EVALUATIONS_DIR).glob("*.json"))
+    if not files:
+        raise ConfigError(f"{run_dir}: no evaluation results in {run_dir / EVALUATIONS_DIR} "
+                          f"(run drama evaluate {run_dir} first)")
+    results = [_load(f) for f in files]
+    return max(results, key=lambda r: (r.get("checkpoint_step", 0), r.get("policy") == "greedy",
+                                       Path(r["source"]).stat().st_mtime))
+
+
+def collect(inputs: list[str | Path]) -> list[dict[str, Any]]:
+    """One evaluation result per input (run directory or JSON file), with ``method`` and ``game`` set."""
+    if not inputs:
+        raise ConfigError("drama report needs at least one run directory or evaluation JSON")
+    results = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            result = latest_evaluation(path)
+        elif path.is_file():
+            result = _load(path)
+        else:
+            raise ConfigError(f"{path}: no such run directory or evaluation JSON")
+        result["method"] = f"DRAMA ({result.get('backbone', 'mamba2')})"
+        result["game"] = atari_game(result["env_id"])
+        results.append(result)
+    return results
+
+
+def per_game(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{game or env id: {method: {runs, returns (one mean per run), mean, std, human_normalized}}}``."""
+    table: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        grouped[(r["game"] or r["env_id"], r["method"])].append(r)
+    for (game, method), runs in grouped.items():
+        means = [float(r["mean"]) for r in runs]
+        table[game][method] = {
+            "runs": len(runs), "returns": means, "mean": float(np.mean(means)), "std": float(np.std(means)),
+            "human_normalized": (float(np.mean(human_normalized_score(game, means)))
+                                 if game in HUMAN_SCORES else None),
+        }
+    return dict(table)
+
+
+def aggregates(table: dict[str, dict[str, dict[str, Any]]], reps: int = 2000,
+               seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Mean, median and IQM of human-normalised scores per method over its Atari 100k games, with stratified-
+    bootstrap 95% CIs (rliable); baselines on the union of those games (point estimates)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    def aggregate(scores: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_mean(scores), metrics.aggregate_median(scores),
+                         metrics.aggregate_iqm(scores)])
+
+    out: dict[str, dict[str, Any]] = {}
+    ours: dict[str, np.ndarray] = {}
+    covered: set[str] = set()
+    by_method: dict[str, dict[str, list[float]]] = defaultdict(dict)
+    for game, methods in table.items():
+        if game not in HUMAN_SCORES:
+            continue
+        for method, entry in methods.items():
+            by_method[method][game] = list(human_normalized_score(game, entry["returns"]))
+    for method, games in by_method.items():
+        runs = min(len(v) for v in games.values())  # rliable needs a (runs x games) matrix
+        ordered = sorted(games)
+        ours[method] = np.array([[games[g][k] for g in ordered] for k in range(runs)])
+        out[method] = {"games": ordered, "runs": runs, "dropped_runs": sum(len(v) - runs for v in games.values())}
+        covered.update(ordered)
+    if ours:
+        with warnings.catch_warnings():  # arch: "random_state is deprecated" (rliable 1.2 passes it)
+            warnings.simplefilter("ignore", FutureWarning)
+            points, intervals = rly.get_interval_estimates(ours, aggregate, reps=reps,
+                                                           random_state=np.random.RandomState(seed))
+        for method in ours:
+            for i, name in enumerate(METRICS):
+                out[method][name] = (float(points[method][i]), float(intervals[method][0, i]),
+                                     float(intervals[method][1, i]))
+    games = sorted(covered)
+    for name, baseline in baselines().items() if games else ():
+        scores = np.array([[human_normalized_score(g, baseline.scores[g]) for g in games]])
+        values = aggregate(scores)
+        out[name] = {"games": games, "runs": 1, "dropped_runs": 0, "baseline": True,
+                     "reported_mean_26": baseline.reported_mean, "reported_median_26": baseline.reported_median,
+                     **{m: (float(values[i]), None, None) for i, m in enumerate(METRICS)}}
+    return out
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _fmt_ci(entry: tuple[float, float | None, float | None]) -> str:
+    point, low, high = entry
+    text = f"{100 * point:.1f}"
+    return text if low is None else f"{text} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def markdown(table: dict, aggs: dict, results: list[dict[str, Any]], figures: list[Path]) -> str:
+    methods = sorted({m for entries in table.values() for m in entries})
+    base = baselines()
+    lines = ["# drama report", "", f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {len(results)} evaluation(s).",
+             "", "## Per-game scores", "",
+             "Mean raw return over runs (number of runs) / human-normalised score in %. Random and human "
+             "references are the standard unrounded scores; baselines are the rows of SPEC Appendix C.", ""]
+    header = ["Game", "Random", "Human", *methods, *base]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for game in sorted(table):
+        atari = game in HUMAN_SCORES
+        row = [game, _fmt(RANDOM_SCORES.get(game)), _fmt(HUMAN_SCORES.get(game))]
+        for method in methods:
+            entry = table[game].get(method)
+            if entry is None:
+                row.append("")
+                continue
+            hns = "" if entry["human_normalized"] is None else f" / {100 * entry['human_normalized']:.1f}%"
+            row.append(f"{_fmt(entry['mean'])} ({entry['runs']}){hns}")
+        row += [_fmt(b.scores[game], 0) if atari else "" for b in base.values()]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "## Human-normalised aggregates", ""]
+    if not aggs:
+        lines.append("No Atari 100k game among the inputs: no human-normalised aggregates.")
+    else:
+        lines += ["Percent of human; 95% stratified-bootstrap confidence intervals (rliable) for our runs. Baselines "
+                  "are computed on the same games with the same constants (single published score per game, no CI); "
+                  "their published 26-game mean / median is in the last column.", "",
+                  "| Method | Games | Runs | Mean | Median | IQM | Published 26-game mean / median |",
+                  "|---|---|---|---|---|---|---|"]
+        for method, entry in aggs.items():
+            published = (f"{entry['reported_mean_26']:.0f} / {entry['reported_median_26']:.0f}"
+                         if entry.get("baseline") else "")
+            lines.append(f"| {method} | {len(entry['games'])} | {entry['runs']} | {_fmt_ci(entry['mean'])} | "
+                         f"{_fmt_ci(entry['median'])} | {_fmt_ci(entry['iqm'])} | {published} |")
+        dropped = {m: e["dropped_runs"] for m, e in aggs.items() if e.get("dropped_runs")}
+        if dropped:
+            lines += ["", f"Runs left out to make the runs x games matrix rectangular: {dropped}."]
+    lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
+    lines += ["", "## Inputs", ""] + [f"- `{r['source']}`: {r['env_id']}, {r['method']}, checkpoint step "
+                                      f"{r.get('checkpoint_step')}, {r['episodes']} {r.get('policy', '')} episodes"
+                                      for r in results]
+    return "\n".join(lines) + "\n"
+
+
+def write_csvs(table: dict, aggs: dict, out: Path) -> tuple[Path, Path]:
+    scores_path, aggs_path = out / "scores.csv", out / "aggregates.csv"
+    with scores_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["game", "method", "runs", "mean_return", "std_over_runs", "human_normalized"])
+        for game in sorted(table):
+            for method, e in sorted(table[game].items()):
+                writer.writerow([game, method, e["runs"], e["mean"], e["std"], e["human_normalized"]])
+            for name, b in baselines().items() if game in HUMAN_SCORES else ():
+                writer.writerow([game, name, 1, b.scores[game], 0.0, human_normalized_score(game, b.scores[game])])
+    with aggs_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "games", "runs", "metric", "value", "ci_low", "ci_high"])
+        for method, e in aggs.items():
+            for name in METRICS:
+                writer.writerow([method, len(e["games"]), e["runs"], name, *e[name]])
+    return scores_path, aggs_path
+
+
+def _episode_returns(run_dir: Path) -> tuple[list[int], list[float]] | None:
+    info = run_dir / "run.json"
+    if not info.is_file():
+        return None
+    data = json.loads(info.read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from mlflow.tracking import MlflowClient
+
+        history = MlflowClient(tracking_uri=data["tracking_uri"]).get_metric_history(data["mlflow_run_id"],
+                                                                                     "episode/return")
+    history = sorted(history, key=lambda m: m.step)
+    return [m.step for m in history], [m.value for m in history]
+
+
+def plot_learning_curves(results: list[dict[str, Any]], path: Path, window: int = 10) -> Path:
+    """Training episode returns (and their running mean over ``window`` episodes) per game, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    games = sorted({r["game"] or r["env_id"] for r in results})
+    cols = min(4, len(games))
+    rows = -(-len(games) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, game in zip(axes.flat, games, strict=False):
+        for r in (r for r in results if (r["game"] or r["env_id"]) == game):
+            curve = _episode_returns(Path(r["run_dir"]))
+            if not curve or not curve[0]:
+                continue
+            steps, values = curve
+            smooth = np.convolve(values, np.ones(window), "valid") / window if len(values) >= window else values
+            line, = ax.plot(steps[len(steps) - len(smooth):], smooth, label=f"{Path(r['run_dir']).name}")
+            ax.plot(steps, values, alpha=0.25, color=line.get_color(), linewidth=0.8)
+        ax.set_title(game)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("episode return")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(games):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_aggregates(aggs: dict[str, dict[str, Any]], path: Path) -> Path:
+    """rliable interval-estimate plot of mean, median and IQM (fractions of human) per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import plot_utils
+
+    points = {m: np.array([e[k][0] for k in METRICS]) for m, e in aggs.items()}
+    intervals = {m: np.array([[e[k][1] if e[k][1] is not None else e[k][0] for k in METRICS],
+                              [e[k][2] if e[k][2] is not None else e[k][0] for k in METRICS]])
+                 for m, e in aggs.items()}
+    fig, _ = plot_utils.plot_interval_estimates(points, intervals, metric_names=["Mean", "Median", "IQM"],
+                                                algorithms=list(aggs), xlabel="Human-normalised score")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def report(inputs: list[str | Path], out: str | Path = "reports", reps: int = 2000, seed: int = 0) -> dict[str, str]:
+    """Write the report files (module docstring) into ``out``; returns their paths."""
+    results = collect(inputs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = per_game(results)
+    aggs = aggregates(table, reps=reps, seed=seed)
+    figures = [plot_learning_curves(results, out / "learning_curves.png")]
+    if aggs:
+        figures.append(plot_aggregates(aggs, out / "aggregates.png"))
+    scores_csv, aggs_csv = write_csvs(table, aggs, out)
+    md = out / "report.md"
+    md.write_text(markdown(table, aggs, results, figures))
+    paths = {"markdown": md, "scores_csv": scores_csv, "aggregates_csv": aggs_csv,
+             **{f"{p.stem}_png": p for p in figures}}
+    return {k: str(v) for k, v in paths.items()}

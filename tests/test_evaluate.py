@@ -1,0 +1,77 @@
+"""`drama evaluate`: exactly N complete episodes under the evaluation protocol, the result JSON, MLflow records."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+
+from drama.cli import main
+from drama.evaluate import summarize
+
+
+def _latest_json(run_dir):
+    files = sorted((run_dir / "evaluations").glob("*.json"))
+    assert files
+    return json.loads(files[-1].read_text())
+
+
+def test_evaluation_json_has_exactly_n_complete_episodes(finished_debug_run):
+    result = _latest_json(finished_debug_run)
+    assert result["episodes"] == 2 and len(result["returns"]) == len(result["lengths"]) == 2
+    # 200 raw frames / action repeat 4 = the 50-step time limit of the tiny config: every episode ran to its end
+    assert result["lengths"] == [50, 50]
+    assert result["checkpoint_step"] == 60 and result["policy"] == "greedy" and result["seed"] == 1
+    assert result["game"] == "Pong" and result["mean"] == pytest.approx(sum(result["returns"]) / 2)
+    assert result["human_normalized"] == pytest.approx((result["mean"] + 20.7) / 35.3)
+    protocol = result["protocol"]
+    assert protocol["life_loss_signal"] is False and protocol["sticky_actions"] == 0.0
+    assert protocol["policy"] == "greedy" and protocol["acting_window_reset"] == "at every episode start"
+
+
+def test_evaluation_is_logged_to_the_runs_mlflow_record(finished_debug_run):
+    info = json.loads((finished_debug_run / "run.json").read_text())
+    client = mlflow.tracking.MlflowClient(tracking_uri=info["tracking_uri"])
+    run = client.get_run(info["mlflow_run_id"])
+    result = _latest_json(finished_debug_run)
+    assert run.data.metrics["eval/greedy/return_mean"] == pytest.approx(result["mean"])
+    assert run.data.metrics["eval/greedy/human_normalized"] == pytest.approx(result["human_normalized"])
+    history = client.get_metric_history(info["mlflow_run_id"], "eval/greedy/return_mean")
+    assert [m.step for m in history] == [60]
+    names = [a.path for a in client.list_artifacts(info["mlflow_run_id"], "evaluations")]
+    assert "evaluations/step00000060-greedy-seed1-n2.json" in names
+    videos = [a.path for a in client.list_artifacts(info["mlflow_run_id"], "evaluations/videos")]
+    assert len(videos) == 2 and all(v.endswith(".gif") for v in videos)
+
+
+def test_same_seed_same_returns_and_sampled_policy(finished_debug_run, capsys):
+    assert main(["evaluate", str(finished_debug_run), "--episodes", "1", "--sample", "--seed", "7",
+                 "--no-progress"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["policy"] == "sample" and first["episodes"] == 1
+    assert main(["evaluate", str(finished_debug_run), "--episodes", "1", "--sample", "--seed", "7",
+                 "--no-progress"]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert json.loads(open(first["path"]).read())["returns"] == json.loads(open(second["path"]).read())["returns"]
+
+
+def test_summary_of_a_non_atari_env_has_no_human_normalised_score():
+    summary = summarize([10.0, 30.0], "CartPole-v1")
+    assert summary["game"] is None and summary["human_normalized"] is None
+    assert summary["mean"] == 20.0 and summary["std"] == 10.0 and summary["median"] == 20.0
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["evaluate", "/nonexistent/run"], "not a drama run directory"),
+    (["evaluate", "RUN", "--episodes", "0"], "--episodes=0 is invalid"),
+    (["evaluate", "RUN", "--checkpoint", "/nonexistent.ckpt"], "no checkpoint at /nonexistent.ckpt"),
+    (["evaluate", "RUN", "--greedy", "--sample"], "not allowed with argument"),
+])
+def test_bad_invocations_print_one_line_and_exit_2(finished_debug_run, capsys, args, needle):
+    before = sorted((finished_debug_run / "evaluations").iterdir())
+    args = [str(finished_debug_run) if a == "RUN" else a for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and err.startswith("drama: error:")
+    assert sorted((finished_debug_run / "evaluations").iterdir()) == before

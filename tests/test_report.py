@@ -1,0 +1,66 @@
+"""`drama report`: per-game table, rliable aggregates against the shipped baselines, CSVs and figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from drama.cli import main
+from drama.report import aggregates, collect, per_game
+
+
+@pytest.fixture(scope="module")
+def two_runs(finished_debug_run, tmp_path_factory):
+    """The finished run and a copy standing in for a second seed with a different evaluation."""
+    second = tmp_path_factory.mktemp("seed2") / "finished-seed2"
+    shutil.copytree(finished_debug_run, second)
+    path = sorted((second / "evaluations").glob("*greedy*n2.json"))[-1]
+    result = json.loads(path.read_text())
+    result.update(returns=[-15.0, -13.0], mean=-14.0, run_dir=str(second))
+    path.write_text(json.dumps(result))
+    return [finished_debug_run, second]
+
+
+def test_report_on_two_runs_writes_markdown_csv_and_pngs(two_runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["report", *map(str, two_runs), "--out", str(out), "--reps", "200"]) == 0
+    paths = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(paths) == {"markdown", "scores_csv", "aggregates_csv", "learning_curves_png", "aggregates_png"}
+    for path in paths.values():
+        assert (out / path.split("/")[-1]).stat().st_size > 0
+    for png in ("learning_curves.png", "aggregates.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "| Pong | -20.7 | 14.6 | " in md and "DRAMA (mamba2)" in md and "IRIS" in md and "(2)" in md
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    ours = [r for r in rows if r["method"] == "DRAMA (mamba2)"]
+    assert len(ours) == 1 and ours[0]["game"] == "Pong" and ours[0]["runs"] == "2"
+    iris = next(r for r in rows if r["method"] == "IRIS")
+    assert float(iris["mean_return"]) == 15 and float(iris["human_normalized"]) == pytest.approx(35.7 / 35.3)
+    aggs = list(csv.DictReader((out / "aggregates.csv").open()))
+    assert {r["metric"] for r in aggs} == {"mean", "median", "iqm"} and len(aggs) == 3 * 7
+
+
+def test_aggregates_hand_computed(two_runs):
+    results = collect(two_runs)
+    table = per_game(results)
+    entry = table["Pong"]["DRAMA (mamba2)"]
+    first = json.loads(sorted((two_runs[0] / "evaluations").glob("*greedy*n2.json"))[-1].read_text())["mean"]
+    assert sorted(entry["returns"]) == sorted([first, -14.0])
+    expected = ((first + 20.7) / 35.3 + (-14.0 + 20.7) / 35.3) / 2
+    assert entry["human_normalized"] == pytest.approx(expected)
+    aggs = aggregates(table, reps=200)
+    point, low, high = aggs["DRAMA (mamba2)"]["mean"]
+    assert point == pytest.approx(expected) and low <= point <= high
+    assert aggs["TWM"]["mean"][0] == pytest.approx((19 + 20.7) / 35.3)  # baseline on the same game
+    assert aggs["TWM"]["reported_mean_26"] == 96
+
+
+def test_report_rejects_inputs_without_evaluations(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
+    assert "no evaluation results" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
