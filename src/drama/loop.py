@@ -79,8 +79,9 @@ class DramaLoop:
                 self.maybe_log(bar)
                 self.maybe_checkpoint()
         self.log_metrics(force=True)
-        if self.cfg.train.visuals_every and self.state.step > self.cfg.train.warmup_steps:
-            self.log_visuals()
+        every = self.cfg.train.visuals_every
+        if every and self.state.step % every and self.state.step > self.cfg.train.warmup_steps:
+            self.log_visuals()  # the final state, unless the last periodic one just showed it
         self.save_checkpoint()
         if interrupt.requested:  # stopped between two iterations: `drama fit --resume` continues exactly
             raise KeyboardInterrupt

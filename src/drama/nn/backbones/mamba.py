@@ -48,8 +48,9 @@ def selective_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     inject = (delta * x.to(acc)).unsqueeze(-1) * B.to(acc).unsqueeze(2)  # (b, l, d, n)
     h = x.new_zeros(b, d, A.shape[-1], dtype=acc) if initial_state is None else initial_state.to(acc)
     states = []
-    for t in range(l):
-        h = decay[:, t] * h + inject[:, t]
+    # unbind, not decay[:, t]: the backward of L slices would each materialise a full (b, l, d, n) gradient
+    for decay_t, inject_t in zip(decay.unbind(1), inject.unbind(1), strict=True):
+        h = decay_t * h + inject_t
         states.append(h)
     if not states:
         return x.new_zeros(b, 0, d), h
