@@ -60,3 +60,25 @@ def finished_debug_run(tmp_path_factory) -> Path:
     run_dir = out / "finished"
     assert main(["evaluate", str(run_dir), "--episodes", "2", "--video", "--no-progress"]) == 0
     return run_dir
+
+
+# ------------------------------------------------------------------ backbone test helpers (tests/nn/backbones)
+def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Max absolute difference of two same-shape tensors (0 for empty ones)."""
+    assert a.shape == b.shape
+    return (a - b).abs().max().item() if a.numel() else 0.0
+
+
+def run_steps(model, x: torch.Tensor, state):
+    """``x.shape[1]`` calls of ``model.step`` from ``state`` -> (stacked h (B, L, D), final state)."""
+    hs = []
+    for t in range(x.shape[1]):
+        h_t, state = model.step(x[:, t], state)
+        hs.append(h_t)
+    return torch.stack(hs, dim=1), state
+
+
+def random_state(model, batch: int, seed: int = 1, dtype: torch.dtype = torch.float64):
+    """A backbone state shaped like ``model.initial_state(batch)`` filled with standard normal values."""
+    gen = torch.Generator().manual_seed(seed)
+    return model.initial_state(batch, dtype=dtype).apply(lambda t: torch.randn(t.shape, generator=gen, dtype=t.dtype))

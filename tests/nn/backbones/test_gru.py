@@ -9,6 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import max_err as _max_err
+from conftest import random_state as _random_state
+from conftest import run_steps as _steps
 from drama.nn.backbones import build_backbone
 from drama.nn.backbones.gru import GRUBackbone
 
@@ -20,25 +23,6 @@ IN, D, NL = 10, 16, 2
 def _backbone(seed: int = 0, n_layer: int = NL) -> GRUBackbone:
     torch.manual_seed(seed)
     return GRUBackbone(input_dim=IN, d_model=D, n_layer=n_layer).to(DT)
-
-
-def _random_state(model: GRUBackbone, batch: int, seed: int = 1):
-    gen = torch.Generator().manual_seed(seed)
-    state = model.initial_state(batch, dtype=DT)
-    return state.apply(lambda t: torch.randn(t.shape, generator=gen, dtype=t.dtype))
-
-
-def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape
-    return (a - b).abs().max().item() if a.numel() else 0.0
-
-
-def _steps(model: GRUBackbone, x: torch.Tensor, state):
-    hs = []
-    for t in range(x.shape[1]):
-        h_t, state = model.step(x[:, t], state)
-        hs.append(h_t)
-    return torch.stack(hs, dim=1), state
 
 
 def test_build_backbone_call_site() -> None:

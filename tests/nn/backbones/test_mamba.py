@@ -9,6 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import max_err as _max_err
+from conftest import random_state as _random_state
+from conftest import run_steps as _steps
 from drama.nn.backbones.mamba import MambaBackbone, selective_scan
 
 DT = torch.float64
@@ -19,24 +22,6 @@ SMALL = dict(d_model=16, n_layer=2, d_state=4, expand=2, d_conv=4, dt_rank=3)
 def _backbone(input_dim: int = 10, seed: int = 0, **overrides) -> MambaBackbone:
     torch.manual_seed(seed)
     return MambaBackbone(input_dim=input_dim, **{**SMALL, **overrides}).to(DT)
-
-
-def _random_state(model: MambaBackbone, batch: int, seed: int = 1):
-    gen = torch.Generator().manual_seed(seed)
-    return model.initial_state(batch, dtype=DT).apply(lambda t: torch.randn(t.shape, generator=gen, dtype=t.dtype))
-
-
-def _steps(model: MambaBackbone, x: torch.Tensor, state):
-    hs = []
-    for t in range(x.shape[1]):
-        h_t, state = model.step(x[:, t], state)
-        hs.append(h_t)
-    return torch.stack(hs, dim=1), state
-
-
-def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape
-    return (a - b).abs().max().item() if a.numel() else 0.0
 
 
 @pytest.mark.parametrize("l", [1, 6, 33])

@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import max_err as _max_err
+from conftest import random_state as _random_state
 from drama.nn.backbones.mamba2 import Mamba2Backbone, ssd_chunked, ssd_sequential
 
 DT = torch.float64
@@ -31,17 +33,6 @@ def _backbone(input_dim: int = 10, chunk_size: int = 5, seed: int = 0, **overrid
     torch.manual_seed(seed)
     kwargs = {**SMALL, **overrides}
     return Mamba2Backbone(input_dim=input_dim, chunk_size=chunk_size, **kwargs).to(DT)
-
-
-def _random_state(model: Mamba2Backbone, batch: int, seed: int = 1):
-    gen = torch.Generator().manual_seed(seed)
-    state = model.initial_state(batch, dtype=DT)
-    return state.apply(lambda t: torch.randn(t.shape, generator=gen, dtype=t.dtype))
-
-
-def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape
-    return (a - b).abs().max().item() if a.numel() else 0.0
 
 
 @pytest.mark.parametrize("l", [1, 7, 64, 128, 300])

@@ -8,6 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from conftest import max_err as _max_err
+from conftest import run_steps as _steps
 from drama.nn.backbones import build_backbone
 from drama.nn.backbones.transformer import TransformerBackbone
 
@@ -20,19 +22,6 @@ IN = 10
 def _backbone(seed: int = 0, **overrides) -> TransformerBackbone:
     torch.manual_seed(seed)
     return TransformerBackbone(input_dim=IN, **{**SMALL, **overrides}).to(DT)
-
-
-def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape
-    return (a - b).abs().max().item() if a.numel() else 0.0
-
-
-def _steps(model: TransformerBackbone, x: torch.Tensor, state):
-    hs = []
-    for t in range(x.shape[1]):
-        h_t, state = model.step(x[:, t], state)
-        hs.append(h_t)
-    return torch.stack(hs, dim=1), state
 
 
 def test_parameter_count_paper_config() -> None:
