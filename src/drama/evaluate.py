@@ -166,19 +166,14 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, seed:
 
 def _log_to_mlflow(run_dir: Path, result: dict[str, Any], path: Path, videos: list[Path]) -> None:
     """Metrics ``eval/*`` at the checkpoint step, the JSON and the videos as artifacts, in the run's record."""
-    from drama.fit import RUN_INFO_NAME
+    from drama.tracking import RUN_INFO_NAME, run_client
 
-    info_path = run_dir / RUN_INFO_NAME
-    if not info_path.is_file():
-        warnings.warn(f"{info_path} is missing: the evaluation is not logged to MLflow", stacklevel=2)
+    found = run_client(run_dir)
+    if found is None:
+        warnings.warn(f"{run_dir / RUN_INFO_NAME} is missing: the evaluation is not logged to MLflow", stacklevel=2)
         return
-    info = json.loads(info_path.read_text())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=info["tracking_uri"])
-    run_id, step, mode = info["mlflow_run_id"], result["checkpoint_step"], result["policy"]
+    client, run_id = found
+    step, mode = result["checkpoint_step"], result["policy"]
     metrics = {f"eval/{mode}/return_mean": result["mean"], f"eval/{mode}/return_std": result["std"],
                f"eval/{mode}/episodes": result["episodes"]}
     if result["human_normalized"] is not None:

@@ -18,10 +18,9 @@ import torch
 from drama.checkpoint import checkpoint_path
 from drama.config import ConfigError, DramaConfig, load_config, to_flat_dict, to_yaml
 from drama.envs.spec import probe_env
+from drama.tracking import RUN_INFO_NAME
 
 CONFIG_NAME = "config.yaml"
-RUN_INFO_NAME = "run.json"
-"""MLflow run id and tracking URI of the run (read on resume to continue the same MLflow run)."""
 
 
 @dataclass

@@ -41,29 +41,24 @@ def imagine(world_model: WorldModel, context: TensorDict, policy: Callable[[Tens
     ``policy`` maps features (B, latent+hidden) to actions (B,) (e.g. ``ActorCritic.act``). The world model
     runs in eval mode (BatchNorm running statistics) and is restored to its previous mode afterwards.
     """
-    was_training = world_model.training
-    world_model.eval()
-    try:
-        with world_model.autocast():
-            logits = world_model.encode(context["observation"], max_frames=ENCODE_CHUNK_FRAMES)
-            z = straight_through_sample(logits).flatten(-2)
-            h_context, state = world_model.dynamics(world_model.embed(z, context["action"]))
-            h = upcast(h_context[:, -1])
+    with world_model.evaluating(), world_model.autocast():
+        logits = world_model.encode(context["observation"], max_frames=ENCODE_CHUNK_FRAMES)
+        z = straight_through_sample(logits).flatten(-2)
+        h_context, state = world_model.dynamics(world_model.embed(z, context["action"]))
+        h = upcast(h_context[:, -1])
+        z_hat = world_model.sample_prior(h)
+        features, actions, hs = [torch.cat([z_hat, h], -1)], [], []
+        for _ in range(horizon):
+            action = policy(features[-1])
+            h, state = world_model.dynamics.step(world_model.embed(z_hat, action), state)
+            h = upcast(h)
             z_hat = world_model.sample_prior(h)
-            features, actions, hs = [torch.cat([z_hat, h], -1)], [], []
-            for _ in range(horizon):
-                action = policy(features[-1])
-                h, state = world_model.dynamics.step(world_model.embed(z_hat, action), state)
-                h = upcast(h)
-                z_hat = world_model.sample_prior(h)
-                features.append(torch.cat([z_hat, h], -1))
-                actions.append(action.long())
-                hs.append(h)
-            h_imagined = torch.stack(hs, 1)  # h_{C+j}, j = 0..H-1: has read a'_j
-            reward = world_model.predict_reward(h_imagined)
-            termination = world_model.predict_termination(h_imagined)
-    finally:
-        world_model.train(was_training)
+            features.append(torch.cat([z_hat, h], -1))
+            actions.append(action.long())
+            hs.append(h)
+        h_imagined = torch.stack(hs, 1)  # h_{C+j}, j = 0..H-1: has read a'_j
+        reward = world_model.predict_reward(h_imagined)
+        termination = world_model.predict_termination(h_imagined)
     batch_size = z.shape[0]
     return TensorDict(
         {

@@ -212,16 +212,13 @@ def write_csvs(table: dict, aggs: dict, out: Path) -> tuple[Path, Path]:
 
 
 def _episode_returns(run_dir: Path) -> tuple[list[int], list[float]] | None:
-    info = run_dir / "run.json"
-    if not info.is_file():
-        return None
-    data = json.loads(info.read_text())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from mlflow.tracking import MlflowClient
+    from drama.tracking import run_client
 
-        history = MlflowClient(tracking_uri=data["tracking_uri"]).get_metric_history(data["mlflow_run_id"],
-                                                                                     "episode/return")
+    found = run_client(run_dir)
+    if found is None:
+        return None
+    client, run_id = found
+    history = client.get_metric_history(run_id, "episode/return")
     history = sorted(history, key=lambda m: m.step)
     return [m.step for m in history], [m.value for m in history]
 

@@ -16,6 +16,9 @@ from typing import Any
 
 import torch
 
+RUN_INFO_NAME = "run.json"
+"""File in a run folder holding its MLflow run id and tracking URI (read on resume, by evaluate and report)."""
+
 
 def tracking_uri(run_dir: Path) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<abs run_dir>/mlflow.db``."""
@@ -54,3 +57,18 @@ class MetricAccumulator:
         self.sums.clear()
         self.counts.clear()
         return out
+
+
+def run_client(run_dir: Path):
+    """``(MlflowClient, run_id)`` of the MLflow record of the run in ``run_dir``, or None without its run.json."""
+    import json
+
+    info_path = run_dir / RUN_INFO_NAME
+    if not info_path.is_file():
+        return None
+    info = json.loads(info_path.read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mlflow/sqlalchemy deprecation chatter at import
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=info["tracking_uri"]), info["mlflow_run_id"]

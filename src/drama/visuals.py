@@ -68,13 +68,8 @@ def imagination_frames(world_model: WorldModel, window: TensorDict, context: int
                      batch_size=[1, context])
     rollout = imagine(world_model, ctx, replay_actions, horizon=length - context)
     latents = rollout["features"][0, :-1, : world_model.latent_dim]  # ẑ_{context+j}, j = 0..L-context-1
-    was_training = world_model.training
-    world_model.eval()
-    try:
-        with world_model.autocast():
-            imagined = world_model.decode(latents.to(world_model.dtype))
-    finally:
-        world_model.train(was_training)
+    with world_model.evaluating(), world_model.autocast():
+        imagined = world_model.decode(latents.to(world_model.dtype))
     real = to_frames(observation)
     sequence = np.concatenate([real[:context], to_frames(imagined)])
     return {"imagination": sequence, "real": real, "comparison": side_by_side(real, sequence)}
@@ -86,14 +81,9 @@ def reconstruction_grid(world_model: WorldModel, observation: Tensor, columns: i
     from posterior samples: one (2H + GAP, columns * (W + GAP) - GAP, 3) uint8 image."""
     picks = torch.linspace(0, observation.shape[0] - 1, min(columns, observation.shape[0])).round().long()
     frames = observation[picks].to(world_model.device)
-    was_training = world_model.training
-    world_model.eval()
-    try:
-        with world_model.autocast():
-            z = straight_through_sample(world_model.encode(frames)).flatten(-2)
-            reconstruction = world_model.decode(z)
-    finally:
-        world_model.train(was_training)
+    with world_model.evaluating(), world_model.autocast():
+        z = straight_through_sample(world_model.encode(frames)).flatten(-2)
+        reconstruction = world_model.decode(z)
     top = side_by_side(*[f[None] for f in to_frames(frames)])[0]
     bottom = side_by_side(*[f[None] for f in to_frames(reconstruction)])[0]
     gap = np.full((GAP, top.shape[1], 3), 255, dtype=np.uint8)

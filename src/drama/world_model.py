@@ -17,8 +17,8 @@ and ``d_t``. The loss is SPEC 2.7:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 import lightning as L
 import torch
@@ -115,6 +115,16 @@ class WorldModel(L.LightningModule):
     def autocast(self):
         """Fabric's precision context when set up with Fabric, else a no-op (device-agnostic)."""
         return self.fabric.autocast() if self.fabric is not None else nullcontext()
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode (BatchNorm running statistics, no dropout) inside the block, the previous mode afterwards."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     # ------------------------------------------------------------------ training
     def compute_losses(self, batch: TensorDict) -> dict[str, Tensor]:

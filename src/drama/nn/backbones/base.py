@@ -22,6 +22,12 @@ class Backbone(nn.Module, ABC):
     input_dim: int
     output_dim: int
 
+    def _state_placement(self, device: torch.device | None,
+                         dtype: torch.dtype | None) -> tuple[torch.device, torch.dtype]:
+        """``device`` / ``dtype`` for a new state, defaulting to those of the backbone's parameters."""
+        weight = next(self.parameters())
+        return (weight.device if device is None else device), (weight.dtype if dtype is None else dtype)
+
     @abstractmethod
     def initial_state(self, batch_size: int, device: torch.device | None = None,
                       dtype: torch.dtype | None = None) -> TensorDict:

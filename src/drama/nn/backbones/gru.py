@@ -34,9 +34,7 @@ class GRUBackbone(Backbone):
     def initial_state(self, batch_size: int, device: torch.device | None = None,
                       dtype: torch.dtype | None = None) -> TensorDict:
         """Zero hidden states (batch_size, n_layer, d_model)."""
-        weight = self.stem_proj.weight
-        device = weight.device if device is None else device
-        dtype = weight.dtype if dtype is None else dtype
+        device, dtype = self._state_placement(device, dtype)
         h = torch.zeros(batch_size, self.n_layer, self.d_model, dtype=dtype, device=device)
         return TensorDict({"h": h}, batch_size=[batch_size])
 

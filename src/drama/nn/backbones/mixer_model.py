@@ -130,8 +130,7 @@ class MixerModel(Backbone):
     def initial_state(self, batch_size: int, device: torch.device | None = None,
                       dtype: torch.dtype | None = None) -> TensorDict:
         """Zero conv buffers (dtype) and zero SSM states (at least float32)."""
-        device = self.stem_proj.weight.device if device is None else device
-        dtype = self.stem_proj.weight.dtype if dtype is None else dtype
+        device, dtype = self._state_placement(device, dtype)
         mixer = self.layers[0].mixer
         conv = torch.zeros(batch_size, self.n_layer, *mixer.conv_shape, dtype=dtype, device=device)
         ssm = torch.zeros(batch_size, self.n_layer, *mixer.ssm_shape, dtype=acc_dtype(dtype), device=device)

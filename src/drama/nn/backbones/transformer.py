@@ -124,9 +124,7 @@ class TransformerBackbone(Backbone):
     def initial_state(self, batch_size: int, device: torch.device | None = None,
                       dtype: torch.dtype | None = None) -> TensorDict:
         """An empty cache: keys and values of shape (batch_size, n_layer, 0, heads, d_k)."""
-        weight = self.position_embedding.weight
-        device = weight.device if device is None else device
-        dtype = weight.dtype if dtype is None else dtype
+        device, dtype = self._state_placement(device, dtype)
         empty = torch.zeros(batch_size, self.n_layer, 0, self.heads, self.d_k, dtype=dtype, device=device)
         return TensorDict({"k": empty, "v": empty.clone()}, batch_size=[batch_size])
 
