@@ -81,16 +81,16 @@ def test_percentile_scale_ema_matches_hand_computation() -> None:
     scale = PercentileReturnScale(decay=0.99, percentiles=(0.05, 0.95))
     assert scale.low.item() == 0.0 and scale.high.item() == 0.0
     assert scale.scale.item() == 1.0
-    # returns 0..99 shuffled: rank int(0.05 * 100) = 5 -> 5.0, rank int(0.95 * 100) = 95 -> 95.0
+    # returns 0..99 shuffled: kthvalue(int(0.05 * 100) = 5) is the 5th smallest, 4.0; kthvalue(95) is 94.0
     order = torch.randperm(100, generator=torch.Generator().manual_seed(0))
     returns = torch.arange(100.0)[order].view(10, 10)
     scale.update(returns)
-    assert scale.low.item() == pytest.approx(0.01 * 5.0)
-    assert scale.high.item() == pytest.approx(0.01 * 95.0)
+    assert scale.low.item() == pytest.approx(0.01 * 4.0)
+    assert scale.high.item() == pytest.approx(0.01 * 94.0)
     assert scale.scale.item() == 1.0  # 0.9 < 1: floored
-    # second update with 10x the spread: low = 0.99 * 0.05 + 0.01 * 50, high = 0.99 * 0.95 + 0.01 * 950
+    # second update with 10x the spread: low = 0.99 * 0.04 + 0.01 * 40, high = 0.99 * 0.94 + 0.01 * 940
     scale.update(returns * 10.0)
-    low, high = 0.99 * 0.05 + 0.01 * 50.0, 0.99 * 0.95 + 0.01 * 950.0
+    low, high = 0.99 * 0.04 + 0.01 * 40.0, 0.99 * 0.94 + 0.01 * 940.0
     assert scale.low.item() == pytest.approx(low)
     assert scale.high.item() == pytest.approx(high)
     assert scale.scale.item() == pytest.approx(high - low)
@@ -98,8 +98,22 @@ def test_percentile_scale_ema_matches_hand_computation() -> None:
 
 
 def test_percentile_is_reference_kthvalue_rank() -> None:
+    """The reference calls ``torch.kthvalue(x, int(p * N))``: 0-based rank int(p * N) - 1 of the sorted returns."""
     x = torch.randn(1024, 16, generator=torch.Generator().manual_seed(2))
     flat = x.flatten().sort().values
-    assert PercentileReturnScale.percentile(x, 0.05).item() == flat[int(0.05 * x.numel())].item()
-    assert PercentileReturnScale.percentile(x, 0.95).item() == flat[int(0.95 * x.numel())].item()
+    assert PercentileReturnScale.percentile(x, 0.05).item() == flat[818].item()  # int(819.2) - 1
+    assert PercentileReturnScale.percentile(x, 0.95).item() == flat[15563].item()  # int(15564.8) - 1
+    assert PercentileReturnScale.percentile(x, 0.05).item() == torch.kthvalue(x.flatten(), 819).values.item()
     assert PercentileReturnScale.percentile(x, 1.0).item() == flat[-1].item()
+
+
+def test_percentile_on_a_hand_built_batch() -> None:
+    # 20 returns 1..20: int(0.05 * 20) = 1 -> the smallest (1.0); int(0.95 * 20) = 19 -> the 19th smallest (19.0)
+    x = torch.tensor([[20.0, 3.0, 7.0, 1.0, 15.0], [2.0, 19.0, 4.0, 18.0, 5.0],
+                      [6.0, 17.0, 8.0, 16.0, 9.0], [14.0, 10.0, 13.0, 11.0, 12.0]])
+    assert PercentileReturnScale.percentile(x, 0.05).item() == 1.0
+    assert PercentileReturnScale.percentile(x, 0.95).item() == 19.0
+    assert PercentileReturnScale.percentile(x, 0.5).item() == 10.0
+    # int(p * N) = 0 would make the reference's kthvalue fail; the smallest element is taken
+    assert PercentileReturnScale.percentile(x, 0.0).item() == 1.0
+    assert PercentileReturnScale.percentile(torch.tensor([3.0]), 0.95).item() == 3.0

@@ -4,8 +4,8 @@ The actor reads VecNormalize-style standardised features; the critic is a symlog
 slow EMA copy. One :meth:`ActorCritic.training_step` is one optimiser step of the REINFORCE + two-hot value
 loss of the reference, with the lambda-return of :mod:`drama.returns`.
 
-Normalisation layers are ``torch.nn.RMSNorm`` with eps 1e-5 (:data:`NORM_EPS`; the reference's RMSNorm layers
-differ between 1e-5 and 1e-6 depending on the implementation used, which makes no practical difference).
+Normalisation layers are :class:`drama.nn.norm.RMSNorm` with the reference's eps 1e-6 (:data:`NORM_EPS`),
+normalising in float32 under any autocast dtype as the reference's torchtune RMSNorm does.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from drama.config import ActorCriticConfig, TwoHotConfig
 from drama.nn.distributions import SymlogTwoHot
 from drama.nn.init import orthogonal_
 from drama.nn.mlp import mlp
+from drama.nn.norm import REFERENCE_EPS
 from drama.nn.optim import build_optimizer, build_warmup, optimizer_step
 
-NORM_EPS = 1e-5
-"""eps of the RMSNorm layers of actor and critic."""
+NORM_EPS = REFERENCE_EPS
+"""eps of the RMSNorm layers of actor and critic (the reference's 1e-6)."""
 
 HIDDEN_GAIN = 2.0**0.5
 """orthogonal-init gain of the hidden Linear layers."""

@@ -444,7 +444,8 @@ def validate(cfg: DramaConfig) -> None:
     _check(ac.entropy_coef >= 0, "actor_critic.entropy_coef", ac.entropy_coef, "must be >= 0")
     for prefix, opt in (("world_model.optim", wm.optim), ("actor_critic.optim", ac.optim)):
         _check(opt.lr > 0, f"{prefix}.lr", opt.lr, "must be > 0")
-        _check(opt.eps >= 0, f"{prefix}.eps", opt.eps, "must be >= 0")
+        _check(opt.eps > 0, f"{prefix}.eps", opt.eps,
+               "must be > 0 (with 0, an element whose gradients are all zero becomes 0/0 = NaN)")
         _check(opt.max_grad_norm > 0, f"{prefix}.max_grad_norm", opt.max_grad_norm, "must be > 0")
         betas = list(opt.betas)
         _check(len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas), f"{prefix}.betas", betas,

@@ -62,10 +62,8 @@ class PercentileReturnScale(nn.Module):
     """Return normalisation ``scale = max(1, U - L)`` with ``L``, ``U`` EMAs of return percentiles (SPEC 4.3).
 
     ``low`` and ``high`` are buffers (checkpointed) that start at 0.0 with no bias correction. Each
-    :meth:`update` computes the percentiles over all returns of the batch the way the reference does: the
-    element of 0-based rank ``int(p * N)`` in sorted order (``torch.kthvalue(x, int(p * N) + 1)``, no
-    interpolation, unlike ``torch.quantile``), then ``low = decay * low + (1 - decay) * P_low``, same for
-    high.
+    :meth:`update` takes the percentiles over all returns of the batch (:meth:`percentile`, the reference's
+    rank), then ``low = decay * low + (1 - decay) * P_low``, same for high.
     """
 
     low: Tensor
@@ -85,11 +83,17 @@ class PercentileReturnScale(nn.Module):
 
     @staticmethod
     def percentile(x: Tensor, fraction: float) -> Tensor:
-        """Element of 0-based rank ``int(fraction * N)`` (clamped to N-1) of the flattened ``x``."""
+        """The reference's percentile of the flattened ``x``: ``torch.kthvalue(x, int(fraction * N))``.
+
+        That is the element of 0-based rank ``int(fraction * N) - 1`` in sorted order (kthvalue counts from 1),
+        with no interpolation, unlike ``torch.quantile``: for the paper's N = 1024 * 16 returns, P5 is the
+        819th smallest (rank 818) and P95 the 15564th (rank 15563). Where ``int(fraction * N)`` is 0 (the
+        reference would fail) the smallest element is taken.
+        """
         flat = x.detach().flatten().float()
         if flat.numel() == 0:
             raise ValueError("cannot take a percentile of an empty tensor")
-        index = min(int(fraction * flat.numel()), flat.numel() - 1)
+        index = min(max(int(fraction * flat.numel()) - 1, 0), flat.numel() - 1)
         if flat.device.type == "mps":  # kthvalue is not implemented on MPS; sorting gives the same element
             return torch.sort(flat).values[index]
         return torch.kthvalue(flat, index + 1).values

@@ -10,6 +10,7 @@ from torch import nn
 
 from drama.nn.encoders import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, mlp
 from drama.nn.init import fan_avg_trunc_normal_
+from drama.nn.norm import RMSNorm
 
 TRUNC_STD = 0.87962566103423978  # std of a standard normal truncated to +-2 sigma
 
@@ -110,9 +111,10 @@ def test_conv_decoder_structure() -> None:
 def test_mlp_structure() -> None:
     net = mlp(10, 32, 2, out_dim=4)
     kinds = [type(m) for m in net]
-    assert kinds == [nn.Linear, nn.RMSNorm, nn.SiLU, nn.Linear, nn.RMSNorm, nn.SiLU, nn.Linear]
+    assert kinds == [nn.Linear, RMSNorm, nn.SiLU, nn.Linear, RMSNorm, nn.SiLU, nn.Linear]
     assert net[-1].out_features == 4
-    assert [type(m) for m in mlp(10, 32, 1)] == [nn.Linear, nn.RMSNorm, nn.SiLU]
+    assert net[1].eps == net[4].eps == 1e-6
+    assert [type(m) for m in mlp(10, 32, 1)] == [nn.Linear, RMSNorm, nn.SiLU]
 
 
 def test_mlp_encoder_decoder_shapes() -> None:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from drama.nn.heads import CategoricalHead, ScalarHead, mode_sample, straight_through_sample
+from drama.nn.norm import RMSNorm
 
 
 def _n_params(module: nn.Module) -> int:
@@ -136,7 +137,8 @@ def test_reward_head_structure_and_count() -> None:
     head = ScalarHead(512, 255, hidden=256, layers=1)
     assert _n_params(head) == 197_119
     kinds = [type(m) for m in head.net]
-    assert kinds == [nn.Linear, nn.RMSNorm, nn.SiLU, nn.Linear]
+    assert kinds == [nn.Linear, RMSNorm, nn.SiLU, nn.Linear]
+    assert head.net[1].eps == 1e-6  # the reference's (torchtune) eps
     assert (head.net[0].in_features, head.net[0].out_features) == (512, 256)
     assert (head.net[3].in_features, head.net[3].out_features) == (256, 255)
     assert head(torch.randn(2, 7, 512)).shape == (2, 7, 255)

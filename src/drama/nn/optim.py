@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from pytorch_optimizer import LaProp
 from torch.optim.lr_scheduler import LambdaLR
 
 from drama.config import OptimConfig
+from drama.nn.laprop import LaProp
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """``pytorch_optimizer.LaProp`` with the config's lr, betas and eps; no weight decay, not centred."""
+    """The reference's :class:`~drama.nn.laprop.LaProp` with the config's lr, betas and eps."""
     beta1, beta2 = cfg.betas
-    return LaProp(params, lr=cfg.lr, betas=(beta1, beta2), eps=cfg.eps, weight_decay=0.0, centered=False,
-                  ams_bound=False)
+    return LaProp(params, lr=cfg.lr, betas=(beta1, beta2), eps=cfg.eps)
 
 
 def build_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int) -> LambdaLR:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from drama.nn.backbones.base import Backbone
 from drama.nn.backbones.mixer_model import stem
+from drama.nn.norm import RMSNorm
 
 
 class GRUBackbone(Backbone):
@@ -27,7 +28,7 @@ class GRUBackbone(Backbone):
         self.input_dim, self.output_dim = input_dim, d_model
         self.d_model, self.n_layer = d_model, n_layer
         self.stem_proj = nn.Linear(input_dim, d_model, bias=True)
-        self.stem_norm = nn.RMSNorm(d_model, eps=1e-6)
+        self.stem_norm = RMSNorm(d_model, eps=1e-6)
         self.gru = nn.GRU(d_model, d_model, num_layers=n_layer, batch_first=True)
         nn.init.zeros_(self.stem_proj.bias)
 

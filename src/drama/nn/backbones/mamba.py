@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from drama.nn.backbones import kernels
-from drama.nn.backbones.mixer_model import Mixer, MixerModel, acc_dtype, causal_conv, causal_conv_step
+from drama.nn.backbones.mixer_model import Mixer, MixerModel, causal_conv, causal_conv_step
+from drama.nn.norm import acc_dtype
 
 
 def selective_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,

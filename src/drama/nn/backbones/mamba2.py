@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from drama.nn.backbones import kernels
-from drama.nn.backbones.mixer_model import Mixer, MixerModel, acc_dtype, causal_conv, causal_conv_step, rms_norm
+from drama.nn.backbones.mixer_model import Mixer, MixerModel, causal_conv, causal_conv_step
+from drama.nn.norm import RMSNorm, acc_dtype, rms_norm
 
 
 def _segsum(a: Tensor) -> Tensor:
@@ -175,7 +176,7 @@ class Mamba2Mixer(Mixer):
         A = torch.empty(self.nheads).uniform_(*A_init_range)
         self.A_log = nn.Parameter(torch.log(A))
         self.D = nn.Parameter(torch.ones(self.nheads))
-        self.norm = nn.RMSNorm(self.d_inner, eps=1e-5)  # gated: RMSNorm(y * SiLU(z)) * w
+        self.norm = RMSNorm(self.d_inner, eps=1e-5)  # gated: RMSNorm(y * SiLU(z)) * w
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
     def _split_xBC(self, xBC: Tensor) -> tuple[Tensor, Tensor, Tensor]:

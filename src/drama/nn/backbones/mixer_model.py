@@ -24,18 +24,7 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 
 from drama.nn.backbones.base import Backbone
-
-
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """At least float32: the dtype for decays, cumulative sums, norms and the carried SSM state."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def rms_norm(x: Tensor, norm: nn.RMSNorm, out_dtype: torch.dtype) -> Tensor:
-    """RMSNorm computed in at least float32, cast to ``out_dtype``."""
-    acc = acc_dtype(x.dtype)
-    weight = None if norm.weight is None else norm.weight.to(acc)
-    return F.rms_norm(x.to(acc), norm.normalized_shape, weight, norm.eps).to(out_dtype)
+from drama.nn.norm import RMSNorm, acc_dtype, rms_norm
 
 
 def stem(x: Tensor, proj: nn.Linear, norm: nn.RMSNorm) -> Tensor:
@@ -97,7 +86,7 @@ class _Block(nn.Module):
 
     def __init__(self, d_model: int, mixer: Mixer) -> None:
         super().__init__()
-        self.norm = nn.RMSNorm(d_model, eps=1e-5)
+        self.norm = RMSNorm(d_model, eps=1e-5)
         self.mixer = mixer
 
 
@@ -111,9 +100,9 @@ class MixerModel(Backbone):
         self.input_dim, self.output_dim = input_dim, d_model
         self.d_model, self.n_layer = d_model, n_layer
         self.stem_proj = nn.Linear(input_dim, d_model, bias=True)
-        self.stem_norm = nn.RMSNorm(d_model, eps=1e-6)
+        self.stem_norm = RMSNorm(d_model, eps=1e-6)
         self.layers = nn.ModuleList(_Block(d_model, make_mixer()) for _ in range(n_layer))
-        self.norm_f = nn.RMSNorm(d_model, eps=1e-5)
+        self.norm_f = RMSNorm(d_model, eps=1e-5)
         self._init_weights()
 
     def _init_weights(self) -> None:
