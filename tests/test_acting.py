@@ -64,3 +64,56 @@ def test_empty_window_means_random_action_and_reset_clears():
     assert len(context) == 0 and context.act() is None
     context.load_state_dict(state)
     assert len(context) == 1 and list(context.actions) == [2]
+
+
+def test_act_and_observe_is_random_without_a_window_then_the_policy():
+    wm, ac = models()
+    context = ActingContext(wm, ac)
+    frame = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    generator = torch.Generator().manual_seed(3)
+    expected = int(torch.randint(4, (), generator=torch.Generator().manual_seed(3)).item())
+    assert context.act_and_observe(frame, 4, generator=generator) == expected  # empty window: random
+    assert len(context) == 1 and list(context.actions) == [expected]
+    torch.manual_seed(5)
+    action = context.act_and_observe(frame, 4)  # the policy on the window, then o_t is recorded
+    torch.manual_seed(5)
+    context_copy = ActingContext(wm, ac)
+    context_copy.load_state_dict({"latents": [context.latents[0]], "actions": [expected]})
+    assert action == context_copy.act()
+    assert len(context) == 2 and list(context.actions) == [expected, action]
+
+
+def test_act_and_observe_in_the_warm_up_encodes_nothing():
+    wm, ac = models()
+    calls = []
+    wm.encoder.register_forward_hook(lambda module, args, out: calls.append(1))
+    context = ActingContext(wm, ac)
+    torch.manual_seed(0)
+    actions = [context.act_and_observe(torch.zeros(3, 64, 64, dtype=torch.uint8), 4, random=True) for _ in range(5)]
+    torch.manual_seed(0)
+    assert actions == [int(torch.randint(4, ()).item()) for _ in range(5)]  # the global RNG when no generator
+    assert calls == [] and len(context) == 0
+
+
+def test_training_loop_and_evaluation_share_the_one_acting_step(monkeypatch, tmp_path):
+    """Both call ``ActingContext.act_and_observe`` for every env step (the notebook does too)."""
+    import inspect
+
+    from drama import evaluate, loop
+
+    calls = []
+    original = ActingContext.act_and_observe
+
+    def counting(self, *args, **kwargs):
+        calls.append(kwargs.get("random", False))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ActingContext, "act_and_observe", counting)
+    from test_loop import make_loop
+
+    drama_loop, _, _ = make_loop(tmp_path, "train.total_steps=12", "train.warmup_steps=6")
+    drama_loop.run()
+    assert len(calls) == 12 and calls[:6] == [True] * 6 and calls[6:] == [False] * 6
+    assert "act_and_observe" in inspect.getsource(evaluate.play_episodes)
+    assert "act_and_observe" in inspect.getsource(loop.DramaLoop.choose_action)
+    assert "torch.randint" not in inspect.getsource(evaluate) + inspect.getsource(loop)

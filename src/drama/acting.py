@@ -57,6 +57,23 @@ class ActingContext:
         return int(self.actor_critic.act(self.features(), greedy=greedy).item())
 
     @torch.no_grad()
+    def act_and_observe(self, observation: Tensor, num_actions: int, *, greedy: bool = False,
+                        random: bool = False, generator: torch.Generator | None = None) -> int:
+        """One acting step, the one that training, evaluation and the notebook share: choose ``a_t`` for ``o_t``.
+
+        With ``random`` (the warm-up: nothing is encoded, the window stays empty) or an empty window (the first
+        step of an episode) the action is uniform over ``num_actions``, drawn from ``generator`` (the global
+        torch RNG when None); otherwise it is the policy's (sampled, or the argmax with ``greedy``). Unless
+        ``random``, ``(o_t, a_t)`` is then appended to the window (:meth:`observe`).
+        """
+        action = None if random else self.act(greedy=greedy)
+        if action is None:
+            action = int(torch.randint(num_actions, (), generator=generator).item())
+        if not random:
+            self.observe(observation, action)
+        return action
+
+    @torch.no_grad()
     def observe(self, observation: Tensor, action: int) -> None:
         """Encode ``o_t`` once (posterior sample) and append ``(z_t, a_t)`` after ``a_t`` was chosen."""
         wm = self.world_model

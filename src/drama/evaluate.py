@@ -94,10 +94,8 @@ def play_episodes(cfg: DramaConfig, world_model, actor_critic, episodes: int, gr
                 acting.reset()
                 total, length, frames = 0.0, 0, [observation] if record else []
                 while not acting_done:
-                    action = acting.act(greedy=greedy)
-                    if action is None:
-                        action = int(torch.randint(runner.num_actions, (), generator=generator))
-                    acting.observe(observation, action)
+                    action = acting.act_and_observe(observation, runner.num_actions, greedy=greedy,
+                                                    generator=generator)
                     result = runner.step(action)
                     total, length = total + result.reward, length + 1
                     observation, acting_done = result.observation, result.terminated or result.truncated

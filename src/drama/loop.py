@@ -102,13 +102,19 @@ class DramaLoop:
 
     # ------------------------------------------------------------------ phases
     def env_step(self) -> None:
+        """Act on the current observation, then step the env and store the row."""
         start = time.perf_counter()
-        action = self.acting.act() if self.policy_active() else None
-        if action is None:
-            action = int(torch.randint(self.env.num_actions, ()).item())
-        if self.policy_active():
-            self.acting.observe(self.observation, action)
+        action = self.choose_action()
         act_time = time.perf_counter()
+        self.step_env(action)
+        self.metrics.add({"time/act": act_time - start, "time/env": time.perf_counter() - act_time})
+
+    def choose_action(self) -> int:
+        """Random during the warm-up (nothing encoded), else the shared acting step (:mod:`drama.acting`)."""
+        return self.acting.act_and_observe(self.observation, self.env.num_actions, random=not self.policy_active())
+
+    def step_env(self, action: int) -> None:
+        """Step the env with ``action``, write the row to the replay, handle an episode end."""
         result = self.env.step(action)
         self.replay.extend(TensorDict({
             "observation": self.observation.unsqueeze(0),
@@ -126,8 +132,6 @@ class DramaLoop:
             self.acting.reset()
         else:
             self.observation = result.observation
-        end = time.perf_counter()
-        self.metrics.add({"time/act": act_time - start, "time/env": end - act_time})
 
     def end_episode(self) -> None:
         s = self.state
@@ -143,34 +147,57 @@ class DramaLoop:
         if self.state.step % train.world_model_every:
             return
         for _ in range(train.world_model_updates):
-            if not self.replay.ready("world_model", train.batch_size, train.batch_length):
+            batch = self.draw("world_model")
+            if batch is None:
                 self.state.skipped_updates += 1
                 return
-            start = time.perf_counter()
-            batch = self.fabric.to_device(self.replay.sample("world_model", train.batch_size, train.batch_length))
-            metrics = self.world_model.training_step(batch)
-            self.state.world_model_updates += 1
-            self.metrics.add(metrics, prefix="world_model/")
-            self.metrics.add({"time/world_model": time.perf_counter() - start})
+            self.train_world_model(batch)
 
     def update_actor_critic(self) -> None:
-        train, imagination = self.cfg.train, self.cfg.imagination
-        if self.state.step % train.actor_critic_every:
+        if self.state.step % self.cfg.train.actor_critic_every:
             return
-        for _ in range(train.actor_critic_updates):
-            if not self.replay.ready("imagination", imagination.batch_size, imagination.context_length):
+        for _ in range(self.cfg.train.actor_critic_updates):
+            context = self.draw("imagination")
+            if context is None:
                 self.state.skipped_updates += 1
                 return
-            start = time.perf_counter()
-            context = self.fabric.to_device(
-                self.replay.sample("imagination", imagination.batch_size, imagination.context_length))
-            imagined = self.world_model.imagine(context, self.actor_critic.act, imagination.horizon)
-            metrics = self.actor_critic.training_step(imagined)
-            self.state.actor_critic_updates += 1
-            metrics["imagined_reward"] = imagined["reward"].mean()
-            metrics["imagined_termination"] = imagined["termination"].float().mean()
-            self.metrics.add(metrics, prefix="actor_critic/")
-            self.metrics.add({"time/actor_critic": time.perf_counter() - start})
+            self.train_actor_critic(context)
+
+    def draw(self, mode: str) -> TensorDict | None:
+        """A replay batch for ``mode`` (``world_model``: train.batch_size x batch_length windows; ``imagination``:
+        imagination.batch_size x context_length) on the training device, or None if too few valid starts."""
+        size, length = self.batch_shape(mode)
+        if not self.replay.ready(mode, size, length):
+            return None
+        start = time.perf_counter()
+        batch = self.fabric.to_device(self.replay.sample(mode, size, length))
+        self.metrics.add({"time/replay": time.perf_counter() - start})
+        return batch
+
+    def batch_shape(self, mode: str) -> tuple[int, int]:
+        """(sequences, length) of the replay batches of ``mode``."""
+        if mode == "world_model":
+            return self.cfg.train.batch_size, self.cfg.train.batch_length
+        return self.cfg.imagination.batch_size, self.cfg.imagination.context_length
+
+    def train_world_model(self, batch: TensorDict) -> None:
+        """One world-model update on ``batch``."""
+        start = time.perf_counter()
+        metrics = self.world_model.training_step(batch)
+        self.state.world_model_updates += 1
+        self.metrics.add(metrics, prefix="world_model/")
+        self.metrics.add({"time/world_model": time.perf_counter() - start})
+
+    def train_actor_critic(self, context: TensorDict) -> None:
+        """Imagine from ``context`` and make one actor-critic update on the rollouts."""
+        start = time.perf_counter()
+        imagined = self.world_model.imagine(context, self.actor_critic.act, self.cfg.imagination.horizon)
+        metrics = self.actor_critic.training_step(imagined)
+        self.state.actor_critic_updates += 1
+        metrics["imagined_reward"] = imagined["reward"].mean()
+        metrics["imagined_termination"] = imagined["termination"].float().mean()
+        self.metrics.add(metrics, prefix="actor_critic/")
+        self.metrics.add({"time/actor_critic": time.perf_counter() - start})
 
     # ------------------------------------------------------------------ logging and checkpoints
     def maybe_log(self, bar: ProgressBar) -> None:
