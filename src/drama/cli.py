@@ -1,4 +1,4 @@
-"""Command line: ``drama info|fit|evaluate|report``.
+"""Command line: ``drama info|fit|evaluate|report|bench``.
 
 * ``drama info --config FILE [key=value ...]``: resolved config; last line: parameter counts as JSON.
 * ``drama fit --config FILE [key=value ...]``: train a new run; ``drama fit --resume RUN_DIR [key=value ...]``
@@ -7,6 +7,9 @@
   complete evaluation episodes (:mod:`drama.evaluate`); the last line printed is the result summary as JSON.
 * ``drama report RUN_DIR|EVAL_JSON ... [--out DIR]``: per-game table, aggregates and figures (:mod:`drama.report`);
   the last line printed is a JSON object of the written files.
+* ``drama bench --config FILE [key=value ...] [--iterations N] [--warmup N] [--compare "k=v k=v" ...]
+  [--threads N] [--out FILE]``: time the loop's phases at the config's shapes, variants interleaved
+  (:mod:`drama.bench`); the last line printed is the result as JSON.
 
 User errors (unknown keys, bad values, missing files, unknown envs) print one line ``drama: error: ...`` to
 stderr and exit with code 2.
@@ -57,7 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="reports", help="output folder (default ./reports)")
     report.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the CIs (default 2000)")
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    bench = sub.add_parser("bench", help="time the loop's phases at a config's shapes; variants side by side (JSON)")
+    bench.add_argument("--config", required=True, help="YAML config file, e.g. conf/atari.yaml")
+    bench.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every variant")
+    bench.add_argument("--iterations", type=int, default=3, help="timed loop iterations per variant (default 3)")
+    bench.add_argument("--warmup", type=int, default=1, help="untimed iterations per variant first (default 1)")
+    bench.add_argument("--compare", action="append", default=[], metavar='"k=v k=v"',
+                       help="a variant: overrides on top of the config (repeatable); the config alone is first")
+    bench.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    bench.add_argument("--out", default=None, help="also write the JSON (indented) to this file")
+    bench.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines on stderr")
     return parser
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from drama.bench import bench, write_result
+
+    result = bench(args.config, args.overrides, args.compare, iterations=args.iterations, warmup=args.warmup,
+                   threads=args.threads, progress=args.progress)
+    write_result(result, args.out)
+    return 0
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -110,7 +132,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"info": cmd_info, "fit": cmd_fit, "evaluate": cmd_evaluate, "report": cmd_report}
+COMMANDS = {"info": cmd_info, "fit": cmd_fit, "evaluate": cmd_evaluate, "report": cmd_report, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

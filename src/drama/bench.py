@@ -1,0 +1,333 @@
+"""``drama bench``: time the training loop's real phases at a config's shapes, variants side by side.
+
+Each variant is the config plus its own ``key=value`` overrides (``--compare``). For every variant the models,
+env, replay and :class:`~drama.loop.DramaLoop` are built exactly as ``drama fit`` builds them (same seed, so the
+same initial weights), but on a Fabric without loggers: no MLflow, no run folder, no checkpoints. The replay is
+filled with real random-policy rows until both batch kinds can be drawn (and the warm-up is over), and the
+acting window is filled by a few policy steps. Then the variants run **interleaved**, one loop iteration each in
+turn, so that the noise of a shared machine falls on all of them alike. One iteration times, in order, with a
+device synchronisation at each boundary:
+
+* ``act``: the policy's action (the shared acting step of :mod:`drama.acting`);
+* ``env``: the env step and writing the row to the replay;
+* ``replay``: drawing one world-model batch and one imagination context (DFS) and moving them to the device;
+* ``world_model``: one world-model update;
+* ``actor_critic``: one imagination and one actor-critic update.
+
+``env_steps_per_s`` is what the loop would reach with the config's update schedule:
+``1 / (act + env + (replay_world_model + world_model) * wm_updates / wm_every + (replay_imagination +
+actor_critic) * ac_updates / ac_every)`` from the per-phase medians (at the paper's 1:1 schedule, one over the
+sum of the medians). The first
+``--warmup`` iterations are not timed; ``first_iteration_s - median`` is reported as ``warmup_overhead_s``
+(compilation and first-call costs). Peak memory is the largest resident set size sampled during the variant's
+timed iterations on CPU (all variants live in one process, so it includes the others' resident state), and
+``torch.cuda.max_memory_allocated`` over them on CUDA.
+
+The output is one JSON object (the last line printed; also written to ``--out``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shlex
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from drama.config import ConfigError, DramaConfig, load_config
+
+PHASES = ("act", "env", "replay", "world_model", "actor_critic")
+"""Timed phases of one loop iteration; ``replay`` is the sum of its two draws (``DRAWS``)."""
+DRAWS = ("replay_world_model", "replay_imagination")
+"""The two replay draws of ``replay``, also reported apart."""
+_TIMED = ("act", "env", "replay_world_model", "replay_imagination", "world_model", "actor_critic")
+"""What one iteration measures, in order."""
+
+
+def parse_compare(spec: str) -> list[str]:
+    """``"k=v k=v"`` -> ``["k=v", "k=v"]`` (shell-style quoting allowed)."""
+    items = shlex.split(spec)
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--compare {spec!r}: {item!r} is not of the form key=value")
+    return items
+
+
+class _PeakRss:
+    """Largest resident set size of this process while active, sampled every 5 ms (Linux; else ru_maxrss)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def current() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            import resource
+
+            scale = 1 if sys.platform == "darwin" else 1024
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.current())
+
+    def __enter__(self) -> _PeakRss:
+        self.peak = self.current()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak = max(self.peak, self.current())
+
+
+@dataclass
+class _Variant:
+    """One configuration under test: its loop, device and the samples taken so far."""
+
+    name: str
+    overrides: list[str]
+    cfg: DramaConfig
+    device: torch.device
+    precision: str
+    loop: Any = None
+    samples: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in _TIMED})
+    first_iteration_s: float | None = None
+    peak_memory_bytes: int = 0
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elif self.device.type == "mps":
+            torch.mps.synchronize()
+
+    def build(self, run_dir: Path) -> None:
+        """Models, env, replay and loop as ``drama fit`` builds them, on a Fabric without loggers."""
+        import lightning as L
+
+        from drama.build import build_models
+        from drama.data.replay import Replay
+        from drama.envs.runner import EnvRunner
+        from drama.loop import DramaLoop
+
+        cfg = self.cfg
+        L.seed_everything(cfg.runtime.seed, verbose=False)
+        devices = [self.device.index] if self.device.type == "cuda" and self.device.index is not None else 1
+        fabric = L.Fabric(accelerator=self.device.type, devices=devices, precision=self.precision, loggers=[])
+        fabric.launch()
+        env = EnvRunner(cfg.env, cfg.runtime.seed)
+        world_model, actor_critic = build_models(cfg, env.spec)
+        world_model, _ = fabric.setup(world_model, world_model.configure_optimizers())
+        actor_critic, _ = fabric.setup(actor_critic, actor_critic.configure_optimizers())
+        replay = Replay(cfg.replay, cfg.train.batch_size, cfg.imagination.batch_size,
+                        generator=torch.Generator().manual_seed(cfg.runtime.seed))
+        self.loop = DramaLoop(cfg, fabric, world_model.module, actor_critic.module, replay, env, run_dir)
+        self.loop.observation = env.reset()
+        self.loop.acting.reset()
+
+    def fill(self) -> int:
+        """Random-policy rows until both batch kinds can be drawn and the warm-up is over, then policy steps
+        until the acting window is full. Returns the rows written."""
+        loop = self.loop
+        shapes = [(mode, *loop.batch_shape(mode)) for mode in ("world_model", "imagination")]
+        limit = max(self.cfg.replay.capacity, 1)
+        while loop.state.step < self.cfg.train.warmup_steps or not all(
+                loop.replay.ready(mode, size, length) for mode, size, length in shapes):
+            if loop.state.step >= limit:
+                raise ConfigError(f"bench: after {limit} random env steps the replay (replay.capacity="
+                                  f"{self.cfg.replay.capacity}) still cannot draw {shapes}: episodes too short "
+                                  "for train.batch_length / imagination.context_length, or too few rows")
+            loop.step_env(loop.acting.act_and_observe(loop.observation, loop.env.num_actions, random=True))
+        for _ in range(self.cfg.train.acting_context):
+            loop.env_step()
+        loop.metrics.pop()
+        return loop.state.step
+
+    def iteration(self, timed: bool) -> None:
+        """One loop iteration, phase by phase with a device synchronisation at each boundary."""
+        loop, seconds = self.loop, {}
+
+        @contextmanager
+        def phase(name: str) -> Iterator[None]:
+            self.sync()
+            start = time.perf_counter()
+            yield
+            self.sync()
+            seconds[name] = time.perf_counter() - start
+
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        with _PeakRss() as rss:
+            with phase("act"):
+                action = loop.choose_action()
+            with phase("env"):
+                loop.step_env(action)
+            with phase("replay_world_model"):
+                batch = loop.draw("world_model")
+            with phase("replay_imagination"):
+                context = loop.draw("imagination")
+            if batch is None or context is None:
+                raise RuntimeError("bench: the replay can no longer draw a batch (too few valid starts)")
+            with phase("world_model"):
+                loop.train_world_model(batch)
+            with phase("actor_critic"):
+                loop.train_actor_critic(context)
+        loop.metrics.pop()  # the loop's own metrics are not needed (untimed)
+        if self.first_iteration_s is None:
+            self.first_iteration_s = sum(seconds.values())
+        if not timed:
+            return
+        for name in _TIMED:
+            self.samples[name].append(seconds[name])
+        peak = torch.cuda.max_memory_allocated(self.device) if cuda else rss.peak
+        self.peak_memory_bytes = max(self.peak_memory_bytes, peak)
+
+    def summary(self) -> dict[str, Any]:
+        train = self.cfg.train
+        median = {key: statistics.median(values) for key, values in self.samples.items()}
+        wm_share = train.world_model_updates / train.world_model_every
+        ac_share = train.actor_critic_updates / train.actor_critic_every
+        per_step = (median["act"] + median["env"] + (median["replay_world_model"] + median["world_model"]) * wm_share
+                    + (median["replay_imagination"] + median["actor_critic"]) * ac_share)
+        iterations = [sum(values) for values in zip(*self.samples.values(), strict=True)]
+        iteration = statistics.median(iterations)
+        replay = [a + b for a, b in zip(*(self.samples[d] for d in DRAWS), strict=True)]
+        phases = {"act": median["act"], "env": median["env"], "replay": statistics.median(replay),
+                  "world_model": median["world_model"], "actor_critic": median["actor_critic"]}
+        return {
+            "name": self.name,
+            "overrides": self.overrides,
+            "device": str(self.device),
+            "precision": self.precision,
+            "compile": getattr(self.cfg.runtime, "compile", "none"),
+            "env_steps_per_s": 1.0 / per_step,
+            "seconds_per_env_step": per_step,
+            "median_s": phases,
+            "median_draw_s": {draw: median[draw] for draw in DRAWS},
+            "median_iteration_s": iteration,
+            "samples_s": {**self.samples, "iteration": iterations},
+            "first_iteration_s": self.first_iteration_s,
+            "warmup_overhead_s": (self.first_iteration_s or 0.0) - iteration,
+            "peak_memory_mb": self.peak_memory_bytes / 2**20,
+            "memory": "cuda_max_memory_allocated" if self.device.type == "cuda" else "process_peak_rss",
+        }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def bench(config: str, overrides: list[str], compares: list[str], iterations: int = 3, warmup: int = 1,
+          threads: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Benchmark the config (first variant) and each ``--compare`` variant; returns the JSON-ready result."""
+    from drama.envs.spec import probe_env
+    from drama.nn.optim import resolve_device, resolve_precision
+
+    if iterations < 1:
+        raise ConfigError(f"--iterations={iterations} is invalid: must be a positive integer")
+    if warmup < 0:
+        raise ConfigError(f"--warmup={warmup} is invalid: must be a non-negative integer")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads={threads} is invalid: must be a positive integer")
+    specs = [("config", [])] + [(spec, parse_compare(spec)) for spec in compares]
+    variants = []
+    for name, extra in specs:  # every variant is validated before anything is built
+        cfg = load_config(config, [*overrides, *extra])
+        device = resolve_device(cfg.runtime.device)
+        variants.append(_Variant(name, extra, cfg, device, resolve_precision(cfg.runtime.precision, device)))
+    probe_env(variants[0].cfg.env)
+    logging.getLogger("torchrl").setLevel(logging.WARNING)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(config, overrides, variants, iterations, warmup, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(config: str, overrides: list[str], variants: list[_Variant], iterations: int, warmup: int,
+         progress: bool) -> dict[str, Any]:
+    import tempfile
+
+    def say(message: str) -> None:
+        if progress:
+            print(f"# bench: {message}", file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="drama-bench-") as tmp:
+        for variant in variants:
+            variant.build(Path(tmp))
+            rows = variant.fill()
+            say(f"{variant.name}: built, replay filled with {rows} rows ({variant.precision} on {variant.device})")
+        for i in range(warmup + iterations):
+            for variant in variants:
+                timed = i >= warmup
+                variant.iteration(timed=timed)
+                seconds = sum(s[-1] for s in variant.samples.values()) if timed else variant.first_iteration_s
+                say(f"iteration {i + 1}/{warmup + iterations} {variant.name}: {seconds:.3f} s"
+                    f"{'' if timed else ' (warm-up, not timed)'}")
+        for variant in variants:
+            variant.loop.env.close()
+    results = [variant.summary() for variant in variants]
+    first = results[0]
+    for result in results:
+        result["speedup_vs_first"] = result["env_steps_per_s"] / first["env_steps_per_s"]
+        result["phase_speedup_vs_first"] = {
+            phase: first["median_s"][phase] / result["median_s"][phase] if result["median_s"][phase] > 0 else None
+            for phase in PHASES}
+    best = max(results, key=lambda r: r["env_steps_per_s"])
+    return {
+        "bench": "drama",
+        "config": config,
+        "overrides": list(overrides),
+        "iterations": iterations,
+        "warmup_iterations": warmup,
+        "device": str(variants[0].device),
+        "device_name": _device_name(variants[0].device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+        "wall_s": time.perf_counter() - start,
+        "best": best["name"],
+        "variants": results,
+    }
+
+
+def write_result(result: dict[str, Any], out: str | None) -> None:
+    """Print the result as one JSON line; also write it (indented) to ``out`` if given."""
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
