@@ -60,6 +60,15 @@ def test_debug_fit_smoke_per_backbone(tmp_path, capsys, backbone):
     assert f"name: {backbone}" in (tmp_path / "b" / "config.yaml").read_text()
 
 
+def test_debug_fit_smoke_in_bf16_on_cpu(tmp_path, capsys):
+    """The bf16 autocast path end to end (updates, imagination, acting, final visuals), whatever ``auto`` picks
+    on this CPU; emulated bf16 is slow without AMX, hence only 4 updates."""
+    summary = fit(tmp_path, capsys, "--config", DEBUG, *SMALL, "train.total_steps=24", "runtime.precision=bf16-mixed",
+                  f"runtime.output_dir={tmp_path}", "runtime.run_name=bf16")
+    assert summary["env_steps"] == 24 and summary["world_model_updates"] == summary["actor_critic_updates"] == 4
+    assert list((tmp_path / "bf16" / "visuals").glob("*_imagination.gif"))
+
+
 def test_paper_config_starts_on_cpu(tmp_path, capsys):
     assert main(["fit", "--config", str(ROOT / "conf/atari.yaml"), "train.total_steps=4",
                  f"runtime.output_dir={tmp_path}", "runtime.run_name=paper", "train.log_every=2"]) == 0

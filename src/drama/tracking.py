@@ -38,22 +38,33 @@ def make_logger(run_dir: Path, experiment: str, run_name: str, run_id: str | Non
 
 
 class MetricAccumulator:
-    """Running means of scalar metrics between two logging points."""
+    """Running means of scalar metrics between two logging points, without host syncs until :meth:`pop`.
+
+    Tensor values are summed as (detached, float32) tensors on their own device, so adding a training step's
+    metrics never waits for the device; :meth:`pop` reads all sums back at once (one transfer per device).
+    """
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = defaultdict(float)
+        self.sums: dict[str, torch.Tensor | float] = {}
         self.counts: dict[str, int] = defaultdict(int)
 
     def add(self, metrics: dict[str, Any], prefix: str = "") -> None:
         for key, value in metrics.items():
-            if isinstance(value, torch.Tensor):
-                value = value.detach().float().item()
-            self.sums[prefix + key] += float(value)
-            self.counts[prefix + key] += 1
+            value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+            name = prefix + key
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+            self.counts[name] += 1
 
     def pop(self) -> dict[str, float]:
         """The means since the last pop; resets."""
-        out = {key: self.sums[key] / self.counts[key] for key in self.sums}
+        tensors = {key: value for key, value in self.sums.items() if isinstance(value, torch.Tensor)}
+        values = {key: float(value) for key, value in self.sums.items() if not isinstance(value, torch.Tensor)}
+        by_device: dict[torch.device, list[str]] = defaultdict(list)
+        for key, value in tensors.items():
+            by_device[value.device].append(key)
+        for keys in by_device.values():
+            values.update(zip(keys, torch.stack([tensors[k].reshape(()) for k in keys]).tolist(), strict=True))
+        out = {key: values[key] / self.counts[key] for key in self.sums}
         self.sums.clear()
         self.counts.clear()
         return out
