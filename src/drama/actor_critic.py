@@ -11,6 +11,7 @@ normalising in float32 under any autocast dtype as the reference's torchtune RMS
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -26,7 +27,7 @@ from drama.nn.distributions import SymlogTwoHot
 from drama.nn.init import orthogonal_
 from drama.nn.mlp import mlp
 from drama.nn.norm import REFERENCE_EPS
-from drama.nn.optim import build_optimizer, build_warmup, optimizer_step
+from drama.nn.optim import build_optimizer, build_warmup, optimizer_step, precision_context
 
 NORM_EPS = REFERENCE_EPS
 """eps of the RMSNorm layers of actor and critic (the reference's 1e-6)."""
@@ -122,6 +123,13 @@ class ActorCritic(L.LightningModule):
         self.return_scale = returns.PercentileReturnScale(cfg.return_ema_decay, cfg.return_percentiles)
         self.optimizer: torch.optim.Optimizer | None = None
         self.lr_warmup: LRScheduler | None = None
+        self.loss_fn: Callable[..., dict[str, Tensor]] | None = None
+        """what :meth:`training_step` calls for the losses: None = :meth:`compute_losses` (eager), else its
+        compiled form (:func:`drama.nn.compile.compile_hot_paths`)."""
+
+    def autocast(self):
+        """Fabric's precision context when set up with Fabric (bf16 autocast under ``bf16-mixed``), else none."""
+        return precision_context(self)
 
     # ------------------------------------------------------------------ networks
 
@@ -229,7 +237,8 @@ class ActorCritic(L.LightningModule):
         if self.optimizer is None:
             self.configure_optimizers()
         self.input_norm.update(imagined["features"])
-        out = self.compute_losses(imagined, update_return_scale=True)
+        with self.autocast():
+            out = (self.loss_fn or self.compute_losses)(imagined, update_return_scale=True)
         grad_norm = optimizer_step(self, out["loss/total"], self.cfg.optim.max_grad_norm)
         self.update_slow_critic()
         metrics = {key: value.detach() for key, value in out.items()}

@@ -129,6 +129,7 @@ class _Variant:
         from drama.data.replay import Replay
         from drama.envs.runner import EnvRunner
         from drama.loop import DramaLoop
+        from drama.nn.compile import compile_hot_paths
 
         cfg = self.cfg
         L.seed_everything(cfg.runtime.seed, verbose=False)
@@ -139,9 +140,11 @@ class _Variant:
         world_model, actor_critic = build_models(cfg, env.spec)
         world_model, _ = fabric.setup(world_model, world_model.configure_optimizers())
         actor_critic, _ = fabric.setup(actor_critic, actor_critic.configure_optimizers())
+        world_model, actor_critic = world_model.module, actor_critic.module
+        compile_hot_paths(world_model, actor_critic, cfg.runtime.compile)
         replay = Replay(cfg.replay, cfg.train.batch_size, cfg.imagination.batch_size,
                         generator=torch.Generator().manual_seed(cfg.runtime.seed))
-        self.loop = DramaLoop(cfg, fabric, world_model.module, actor_critic.module, replay, env, run_dir)
+        self.loop = DramaLoop(cfg, fabric, world_model, actor_critic, replay, env, run_dir)
         self.loop.observation = env.reset()
         self.loop.acting.reset()
 
@@ -220,7 +223,7 @@ class _Variant:
             "overrides": self.overrides,
             "device": str(self.device),
             "precision": self.precision,
-            "compile": getattr(self.cfg.runtime, "compile", "none"),
+            "compile": self.cfg.runtime.compile,
             "env_steps_per_s": 1.0 / per_step,
             "seconds_per_env_step": per_step,
             "median_s": phases,

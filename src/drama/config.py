@@ -24,6 +24,8 @@ KERNEL_BACKBONES = ("mamba2", "mamba")
 """Backbones with a mamba-ssm kernel path."""
 SAMPLERS = ("dfs", "uniform")
 """Replay start samplers (``replay.sampler``)."""
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+"""``torch.compile`` modes of the hot paths (``runtime.compile``; none = eager)."""
 
 
 class ConfigError(ValueError):
@@ -260,7 +262,11 @@ class RuntimeConfig:
     device: str = "auto"
     """torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps."""
     precision: str = "auto"
-    """numeric precision: auto (bf16-mixed where the device supports bf16, else 32-true), 32-true, bf16-mixed."""
+    """numeric precision: auto (bf16-mixed on CUDA with bf16 and on CPUs with AMX, else 32-true), 32-true,
+    bf16-mixed (autocast; float32 weights, optimiser state and losses)."""
+    compile: str = "none"
+    """torch.compile mode of the world-model and actor-critic losses: none (eager), default, reduce-overhead,
+    max-autotune (the first update of each then takes extra seconds to compile)."""
     seed: int = 3710
     """global random seed (torch, numpy, python, environment)."""
     deterministic: bool = False
@@ -467,6 +473,8 @@ def validate(cfg: DramaConfig) -> None:
     device = cfg.runtime.device
     _check(device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit()),
            "runtime.device", device, "allowed: auto, cpu, cuda, cuda:N, mps")
+    _check(cfg.runtime.compile in COMPILE_MODES, "runtime.compile", cfg.runtime.compile,
+           f"allowed: {', '.join(COMPILE_MODES)}")
     _check(cfg.runtime.precision in ("auto", "32-true", "bf16-mixed"), "runtime.precision",
            cfg.runtime.precision, "allowed: auto, 32-true, bf16-mixed")
     if wm.backbone.impl == "kernel":

@@ -89,6 +89,7 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
     from drama.data.replay import Replay
     from drama.envs.runner import EnvRunner
     from drama.loop import DramaLoop
+    from drama.nn.compile import compile_hot_paths
     from drama.summary import parameter_counts
     from drama.tracking import make_logger
 
@@ -108,6 +109,7 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
     world_model, _ = fabric.setup(world_model, world_model.configure_optimizers())
     actor_critic, _ = fabric.setup(actor_critic, actor_critic.configure_optimizers())
     world_model, actor_critic = world_model.module, actor_critic.module
+    compile_hot_paths(world_model, actor_critic, cfg.runtime.compile)
     generator = torch.Generator().manual_seed(cfg.runtime.seed)
     replay = Replay(cfg.replay, cfg.train.batch_size, cfg.imagination.batch_size, generator=generator)
 
@@ -121,7 +123,7 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
             logger.log_hyperparams(to_flat_dict(cfg))
             logger.log_hyperparams({f"parameters/{k}": v for k, v in counts.items()})
     print(to_yaml(cfg), end="")
-    print(f"# run {run_dir} | device {device} | precision {precision} | "
+    print(f"# run {run_dir} | device {device} | precision {precision} | compile {cfg.runtime.compile} | "
           f"{'resuming at step ' + str(loop.state.step) if resume else 'new run'}")
     print(json.dumps(counts), flush=True)
     state = loop.run()

@@ -18,7 +18,7 @@ and ``d_t``. The loss is SPEC 2.7:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import lightning as L
 import torch
@@ -31,7 +31,7 @@ from drama.nn.backbones import build_backbone
 from drama.nn.distributions import SymlogTwoHot, categorical_kl, free_bits_kl, upcast
 from drama.nn.encoders import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from drama.nn.heads import CategoricalHead, ScalarHead, straight_through_sample
-from drama.nn.optim import build_optimizer, build_warmup, optimizer_step
+from drama.nn.optim import build_optimizer, build_warmup, optimizer_step, precision_context
 
 
 class WorldModel(L.LightningModule):
@@ -62,6 +62,9 @@ class WorldModel(L.LightningModule):
                                       cfg.reward_head.layers)
         self.termination_head = ScalarHead(cfg.hidden_dim, 1, cfg.termination_head.hidden,
                                            cfg.termination_head.layers)
+        self.loss_fn: Callable[[TensorDict], dict[str, Tensor]] | None = None
+        """what :meth:`training_step` calls for the losses: None = :meth:`compute_losses` (eager), else its
+        compiled form (:func:`drama.nn.compile.compile_hot_paths`)."""
 
     @property
     def feature_dim(self) -> int:
@@ -114,7 +117,7 @@ class WorldModel(L.LightningModule):
 
     def autocast(self):
         """Fabric's precision context when set up with Fabric, else a no-op (device-agnostic)."""
-        return self.fabric.autocast() if self.fabric is not None else nullcontext()
+        return precision_context(self)
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:
@@ -171,7 +174,7 @@ class WorldModel(L.LightningModule):
         """One LaProp step on the SPEC 2.7 loss (manual optimisation); returns detached metrics."""
         self.train()
         with self.autocast():
-            losses = self.compute_losses(batch)
+            losses = (self.loss_fn or self.compute_losses)(batch)
         grad_norm = optimizer_step(self, losses["loss/total"], self.cfg.optim.max_grad_norm)
         metrics = {k: v.detach() for k, v in losses.items()}
         metrics["grad_norm"] = grad_norm

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -58,6 +59,13 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if device.type == "cpu" and cpu_has_bf16_matrix_units():
         return "bf16-mixed"
     return "32-true"
+
+
+def precision_context(module: torch.nn.Module):
+    """The precision context of a LightningModule set up with Fabric (its autocast under ``bf16-mixed``), else a
+    no-op: device-agnostic, and the modules also work stand-alone (tests, notebooks)."""
+    fabric = getattr(module, "fabric", None)
+    return fabric.autocast() if fabric is not None else nullcontext()
 
 
 def optimizer_step(module: torch.nn.Module, loss: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
