@@ -166,11 +166,11 @@ class DramaLoop:
     def draw(self, mode: str) -> TensorDict | None:
         """A replay batch for ``mode`` (``world_model``: train.batch_size x batch_length windows; ``imagination``:
         imagination.batch_size x context_length) on the training device, or None if too few valid starts."""
-        size, length = self.batch_shape(mode)
-        if not self.replay.ready(mode, size, length):
-            return None
         start = time.perf_counter()
-        batch = self.fabric.to_device(self.replay.sample(mode, size, length))
+        batch = self.replay.draw(mode, *self.batch_shape(mode))
+        if batch is None:
+            return None
+        batch = self.fabric.to_device(batch)
         self.metrics.add({"time/replay": time.perf_counter() - start})
         return batch
 

@@ -78,6 +78,21 @@ def test_ready_counts_valid_starts_not_rows():
         replay.ready("behaviour", 1, 1)
 
 
+@pytest.mark.parametrize("sampler", ["dfs", "uniform"])
+def test_draw_is_one_pass_and_none_when_not_ready(sampler, monkeypatch):
+    replay = make_replay(64, sampler)
+    assert replay.draw("world_model", 1, 1) is None  # empty
+    replay.extend(rows(0, 10, ends={4, 9}))  # two episodes of 5 rows: 2 valid starts of length 5
+    calls = []
+    original = type(replay.sampler).valid_starts
+    monkeypatch.setattr(type(replay.sampler), "valid_starts",
+                        lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1])
+    batch = replay.draw("world_model", 2, 5)
+    assert batch is not None and batch.batch_size == (2, 5) and calls == [1]  # valid starts computed once
+    assert replay.draw("world_model", 3, 5) is None and not replay.ready("world_model", 3, 5)
+    assert replay.draw("imagination", 1, 6) is None and not replay.ready("imagination", 1, 6)
+
+
 def test_extend_longer_than_capacity_keeps_the_newest_rows():
     replay = make_replay(16)
     replay.extend(rows(0, 40))

@@ -133,21 +133,35 @@ class WindowSampler(Sampler):
         """Number of valid starts of windows of ``length`` rows."""
         return int(self.valid_starts(storage, length).numel())
 
-    # ------------------------------------------------------------------ TorchRL sampler contract
-    def sample(self, storage: Storage, batch_size: int) -> tuple[Tensor, dict]:
-        """Draw ``batch_size`` starts in the current mode; return the ``(batch_size, length)`` window slots."""
-        starts = self.valid_starts(storage, self.length)
-        if starts.numel() == 0 or (self.without_replacement and starts.numel() < batch_size):
-            raise RuntimeError(
-                f"{type(self).__name__}: {starts.numel()} valid starts of length {self.length} "
-                f"({len(storage)} rows stored), cannot draw {batch_size} ({self.mode})"
-            )
-        drawn = self._draw(starts, batch_size)
-        index = (drawn[:, None] + torch.arange(self.length)) % self.capacity
+    # ------------------------------------------------------------------ drawing
+    def can_draw(self, valid_starts: int, batch_size: int) -> bool:
+        """The one readiness rule (SPEC 10.2): a batch needs at least ``batch_size`` valid starts, in every mode
+        and for every sampler (DFS draws distinct starts; the uniform sampler follows the same rule)."""
+        return valid_starts >= batch_size >= 1
+
+    def draw(self, storage: Storage, batch_size: int, mode: str, length: int) -> tuple[Tensor, dict] | None:
+        """``batch_size`` windows of ``length`` rows in ``mode``, in one pass over the stored rows: the
+        ``(batch_size, length)`` slots and ``{"start": (batch_size,)}``, or None if :meth:`can_draw` says no."""
+        _check_mode(mode)
+        starts = self.valid_starts(storage, length)
+        if not self.can_draw(starts.numel(), batch_size):
+            return None
+        drawn = self._draw(starts, batch_size, mode)
+        index = (drawn[:, None] + torch.arange(length)) % self.capacity
         return index, {"start": drawn}
 
-    def _draw(self, starts: Tensor, batch_size: int) -> Tensor:
-        """Pick ``batch_size`` of the valid ``starts`` (slots) in ``self.mode`` and update the state."""
+    def sample(self, storage: Storage, batch_size: int) -> tuple[Tensor, dict]:
+        """TorchRL's sampler contract: :meth:`draw` in the mode and length set by :meth:`window`."""
+        out = self.draw(storage, batch_size, self.mode, self.length)
+        if out is None:
+            raise RuntimeError(
+                f"{type(self).__name__}: {self.num_valid_starts(storage, self.length)} valid starts of length "
+                f"{self.length} ({len(storage)} rows stored), cannot draw {batch_size} ({self.mode})"
+            )
+        return out
+
+    def _draw(self, starts: Tensor, batch_size: int, mode: str) -> Tensor:
+        """Pick ``batch_size`` of the valid ``starts`` (slots) in ``mode`` and update the state."""
         raise NotImplementedError
 
     def mark_update(self, index: int | Tensor, *, storage: Storage | None = None) -> None:
@@ -195,9 +209,9 @@ class UniformSampler(WindowSampler):
 
     without_replacement = False
 
-    def _draw(self, starts: Tensor, batch_size: int) -> Tensor:
+    def _draw(self, starts: Tensor, batch_size: int, mode: str) -> Tensor:
         pick = torch.randint(starts.numel(), (batch_size,), generator=self._rng)
-        self._last[self.mode] = {"valid_starts": float(starts.numel())}
+        self._last[mode] = {"valid_starts": float(starts.numel())}
         return starts[pick]
 
 
@@ -265,13 +279,13 @@ class DynamicFrequencySampler(WindowSampler):
         starts = self.valid_starts(storage, length)
         return starts, torch.softmax(self.logits(starts, mode), 0)
 
-    def _draw(self, starts: Tensor, batch_size: int) -> Tensor:
-        logits = self.logits(starts, self.mode)
+    def _draw(self, starts: Tensor, batch_size: int, mode: str) -> Tensor:
+        logits = self.logits(starts, mode)
         weights = (logits - logits.max()).exp_().clamp_min_(torch.finfo(torch.float64).tiny)
         pick = torch.multinomial(weights, batch_size, replacement=False, generator=self._rng)
         drawn = starts[pick]
-        counter = self.c if self.mode == "world_model" else self.m
-        self._last[self.mode] = {
+        counter = self.c if mode == "world_model" else self.m
+        self._last[mode] = {
             "valid_starts": float(starts.numel()),
             "never_drawn": float((counter[starts] == 0).double().mean()),
         }

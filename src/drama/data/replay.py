@@ -99,26 +99,26 @@ class Replay:
         return self.sampler.num_valid_starts(self.storage, length)
 
     def ready(self, mode: str, batch: int, length: int) -> bool:
-        """Whether ``sample(mode, batch, length)`` can draw: at least ``batch`` valid starts (SPEC 10.2)."""
+        """Whether ``sample(mode, batch, length)`` can draw (the sampler's one rule: at least ``batch`` valid
+        starts, SPEC 10.2)."""
         _check_mode(mode)
-        return self.num_valid_starts(length) >= batch
+        return self.sampler.can_draw(self.num_valid_starts(length), batch)
 
-    def sample(self, mode: str, batch: int, length: int) -> TensorDict:
-        """``batch`` windows of ``length`` consecutive rows of one episode each, TensorDict ``(batch, length)``.
+    def draw(self, mode: str, batch: int, length: int) -> TensorDict | None:
+        """``batch`` windows of ``length`` consecutive rows of one episode each, TensorDict ``(batch, length)``, or
+        None when the replay cannot draw them yet (:meth:`ready`); one pass over the stored rows.
 
         ``mode`` is ``world_model`` or ``imagination``: it selects the DFS probabilities and the counter that is
         incremented. Besides the stored keys the sample holds ``start``: the storage slot of each window's first
         row, broadcast along the window, shape ``(batch, length)`` (``sample["start"][:, 0]`` is ``(batch,)``).
         """
         _check_mode(mode)
-        valid = self.num_valid_starts(length)
-        if valid < batch:
-            raise RuntimeError(
-                f"replay not ready for {mode}: {valid} valid starts of length {length} in {len(self)} rows, "
-                f"need {batch}"
-            )
-        with self.sampler.window(mode, length):
-            index, info = self.sampler.sample(self.storage, batch)
+        if len(self) == 0:
+            return None
+        out = self.sampler.draw(self.storage, batch, mode, length)
+        if out is None:
+            return None
+        index, info = out
         # The sampler's (batch, length) index also works with ``self.buffer.sample``; reading the rows with
         # ``index_select`` is ~5x faster than the storage's advanced indexing for 3x64x64 uint8 rows.
         flat = index.reshape(-1)
@@ -126,6 +126,16 @@ class Replay:
         data = stored.apply(lambda x: x.index_select(0, flat).unflatten(0, (batch, length)),
                             batch_size=[batch, length])
         data.set("start", info["start"][:, None].expand(batch, length).clone())
+        return data
+
+    def sample(self, mode: str, batch: int, length: int) -> TensorDict:
+        """:meth:`draw`, raising ``RuntimeError`` (with the counts) when the replay is not ready."""
+        data = self.draw(mode, batch, length)
+        if data is None:
+            raise RuntimeError(
+                f"replay not ready for {mode}: {self.num_valid_starts(length)} valid starts of length {length} in "
+                f"{len(self)} rows, need {batch}"
+            )
         return data
 
     def latest_window(self, length: int) -> TensorDict | None:
