@@ -264,6 +264,9 @@ class RuntimeConfig:
     precision: str = "auto"
     """numeric precision: auto (bf16-mixed on CUDA with bf16 and on CPUs with AMX, else 32-true), 32-true,
     bf16-mixed (autocast; float32 weights, optimiser state and losses)."""
+    channels_last: bool = False
+    """conv encoder/decoder weights and activations in channels_last (NHWC) layout; same results, speed differs
+    by device (measure with drama bench)."""
     compile: str = "none"
     """torch.compile mode of the world-model and actor-critic losses: none (eager), default, reduce-overhead,
     max-autotune (the first update of each then takes extra seconds to compile)."""

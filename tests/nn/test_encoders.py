@@ -187,3 +187,40 @@ def test_encoder_decoder_use_weight_init() -> None:
             assert torch.equal(m.weight.detach(), torch.ones_like(m.weight))
     # the big decoder stem Linear(1024 -> 1024) has std ~ sqrt(1 / 1024)
     assert dec.stem[0].weight.std().item() == pytest.approx(math.sqrt(1 / 1024), rel=0.02)
+
+
+def test_channels_last_layout_gives_the_same_outputs_and_gradients():
+    import copy
+
+    from drama.nn.encoders import set_memory_format
+
+    torch.manual_seed(0)
+    enc, dec = ConvEncoder(depth=4).double(), ConvDecoder(64, depth=4).double()  # float64: only layout differs
+    enc_cl, dec_cl = copy.deepcopy(enc), copy.deepcopy(dec)
+    set_memory_format(enc_cl, True)
+    set_memory_format(dec_cl, True)
+    assert enc_cl.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    obs, z = torch.rand(3, 3, 64, 64, dtype=torch.float64), torch.randn(3, 64, dtype=torch.float64)
+    out, out_cl = enc(obs), enc_cl(obs)
+    rec, rec_cl = dec(z), dec_cl(z)
+    torch.testing.assert_close(out_cl, out, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(rec_cl, rec, rtol=1e-10, atol=1e-12)
+    (out.sum() + rec.sum()).backward()
+    (out_cl.sum() + rec_cl.sum()).backward()
+    for a, b in zip([*enc.parameters(), *dec.parameters()], [*enc_cl.parameters(), *dec_cl.parameters()],
+                    strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-9, atol=1e-10)
+    set_memory_format(enc_cl, False)
+    assert enc_cl.net[0].weight.is_contiguous()
+
+
+def test_build_models_applies_runtime_channels_last():
+    from conftest import tiny_config
+    from drama.build import build_models
+    from drama.envs.spec import EnvSpec
+
+    world_model, _ = build_models(tiny_config("runtime.channels_last=true"), EnvSpec((3, 64, 64), 4))
+    assert world_model.encoder.memory_format == torch.channels_last
+    assert world_model.decoder.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    world_model, _ = build_models(tiny_config(), EnvSpec((3, 64, 64), 4))
+    assert world_model.encoder.memory_format == torch.contiguous_format

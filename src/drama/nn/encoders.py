@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from drama.nn.init import fan_avg_trunc_normal_
@@ -39,9 +40,12 @@ class ConvEncoder(nn.Module):
         self.output_dim = channels * size * size
         self.apply(fan_avg_trunc_normal_)
 
+    memory_format = torch.contiguous_format
+    """layout of the conv activations (:func:`set_memory_format`); the output is the same either way."""
+
     def forward(self, obs: Tensor) -> Tensor:
         """(N, C, H, W) in [0, 1] -> (N, output_dim)."""
-        return self.net(obs).flatten(1)
+        return self.net(obs.contiguous(memory_format=self.memory_format)).flatten(1)
 
 
 class ConvDecoder(nn.Module):
@@ -72,9 +76,18 @@ class ConvDecoder(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(fan_avg_trunc_normal_)
 
+    memory_format = torch.contiguous_format
+    """layout of the conv activations (:func:`set_memory_format`); the output is the same either way."""
+
     def forward(self, z: Tensor) -> Tensor:
         """(N, latent_dim) -> (N, C, H, W) in [0, 1]."""
-        return self.net(self.stem(z))
+        return self.net(self.stem(z).contiguous(memory_format=self.memory_format))
+
+
+def set_memory_format(module: ConvEncoder | ConvDecoder, channels_last: bool) -> None:
+    """Conv weights and activations in channels_last (NHWC) or the default layout (runtime.channels_last)."""
+    module.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    module.to(memory_format=module.memory_format)
 
 
 class MLPEncoder(nn.Module):
