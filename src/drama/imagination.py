@@ -48,11 +48,9 @@ def imagine(world_model: WorldModel, context: TensorDict, policy: Callable[[Tens
         h = upcast(h_context[:, -1])
         z_hat = world_model.sample_prior(h)
         features, actions, hs = [torch.cat([z_hat, h], -1)], [], []
+        step = world_model.step_fn or world_model.imagination_step  # compiled or eager (runtime.compile)
         for _ in range(horizon):
-            action = policy(features[-1])
-            h, state = world_model.dynamics.step(world_model.embed(z_hat, action), state)
-            h = upcast(h)
-            z_hat = world_model.sample_prior(h)
+            action, h, z_hat, state = step(policy, features[-1], z_hat, state)
             features.append(torch.cat([z_hat, h], -1))
             actions.append(action.long())
             hs.append(h)

@@ -65,6 +65,8 @@ class WorldModel(L.LightningModule):
         self.loss_fn: Callable[[TensorDict], dict[str, Tensor]] | None = None
         """what :meth:`training_step` calls for the losses: None = :meth:`compute_losses` (eager), else its
         compiled form (:func:`drama.nn.compile.compile_hot_paths`)."""
+        self.step_fn: Callable[..., tuple[Tensor, Tensor, Tensor, TensorDict]] | None = None
+        """what imagination calls per step: None = :meth:`imagination_step` (eager), else its compiled form."""
 
     @property
     def feature_dim(self) -> int:
@@ -187,6 +189,15 @@ class WorldModel(L.LightningModule):
         return self.optimizer
 
     # ------------------------------------------------------------------ imagination
+    def imagination_step(self, policy: Callable[[Tensor], Tensor], feature: Tensor, z_hat: Tensor,
+                         state: TensorDict) -> tuple[Tensor, Tensor, Tensor, TensorDict]:
+        """One imagined step (SPEC 3.2, step 4): ``a'_j = policy(s_j)``, ``h_{C+j} = step([ẑ_{C+j}, a'_j])``,
+        ``ẑ_{C+j+1} ~ p(. | h_{C+j})``. Returns (action, h (float32 or wider), next ẑ, new backbone state)."""
+        action = policy(feature)
+        h, state = self.dynamics.step(self.embed(z_hat, action), state)
+        h = upcast(h)
+        return action, h, self.sample_prior(h), state
+
     def imagine(self, context: TensorDict, policy: Callable[[Tensor], Tensor], horizon: int) -> TensorDict:
         """Roll out ``horizon`` imagined steps from real context windows (SPEC 3.2, decision 3).
 

@@ -54,6 +54,20 @@ def test_actor_critic_loss_is_one_graph():
     assert _break_count(lambda b: ac.compute_losses(b, update_return_scale=True)["loss/total"], batch) == 0
 
 
+@pytest.mark.parametrize("backbone", ["mamba2", "mamba", "transformer"])
+def test_imagination_step_is_one_graph(backbone):
+    """Backbone step + prior sample + policy on a TensorDict state: one graph (GRU: dynamo does not trace nn.GRU,
+    so its imagination stays eager)."""
+    cfg = tiny_config(f"world_model.backbone.name={backbone}")
+    wm = WorldModel(cfg.world_model, (3, 64, 64), num_actions=3).eval()
+    ac = ActorCritic(cfg.actor_critic, wm.feature_dim, 3, cfg.world_model.two_hot)
+    with torch.no_grad():
+        _, state = wm.dynamics(wm.embed(torch.zeros(4, 3, wm.latent_dim), torch.zeros(4, 3, dtype=torch.long)))
+        z_hat = torch.zeros(4, wm.latent_dim)
+        feature = torch.zeros(4, wm.feature_dim)
+        assert _break_count(wm.imagination_step, ac.act, feature, z_hat, state) == 0
+
+
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="compile mode"):
         maybe_compile(lambda: None, "fast")
@@ -63,12 +77,22 @@ def test_mode_none_stays_eager():
     wm, ac = world_model(), actor_critic()
     compile_hot_paths(wm, ac, "none")
     assert wm.loss_fn == wm.compute_losses and ac.loss_fn == ac.compute_losses
+    assert wm.step_fn == wm.imagination_step
+
+
+def test_gru_and_transformer_imagine_eagerly_under_compile():
+    for backbone in ("gru", "transformer"):
+        cfg = tiny_config(f"world_model.backbone.name={backbone}")
+        wm = WorldModel(cfg.world_model, (3, 64, 64), num_actions=3)
+        compile_hot_paths(wm, actor_critic(), "default")
+        assert wm.step_fn == wm.imagination_step and wm.loss_fn != wm.compute_losses
 
 
 @pytest.mark.slow
 def test_compiled_training_steps_equal_eager_in_float32(monkeypatch):
-    """Two training steps of each module, compiled (inductor, default mode) vs eager, same seeds: losses within
-    1e-4 relative (inductor's random ops fall back to eager's generator so the latent samples are the same)."""
+    """Two training steps of each module and one imagination, compiled (inductor, default mode) vs eager, same
+    seeds: losses and features within 1e-4 relative (inductor's random ops fall back to eager's generator, so the
+    samples are the same)."""
     monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     torch.set_num_threads(1)
     results = {}
@@ -82,14 +106,21 @@ def test_compiled_training_steps_equal_eager_in_float32(monkeypatch):
         torch.manual_seed(4)
         wm_metrics = [wm.training_step(b) for b in wm_batches]
         ac_metrics = [ac.training_step(b) for b in ac_batches]
-        results[mode] = (wm_metrics, ac_metrics, wm.state_dict(), ac.state_dict())
+        context = random_batch(wm, batch=4, length=3)
+        policy = ActorCritic(tiny_config().actor_critic, wm.feature_dim, 3, tiny_config().world_model.two_hot)
+        torch.manual_seed(6)
+        imagined = wm.imagine(context, policy.act, horizon=3)
+        results[mode] = (wm_metrics, ac_metrics, wm.state_dict(), ac.state_dict(), imagined)
     eager, compiled = results["none"], results["default"]
     for eager_steps, compiled_steps in zip(eager[:2], compiled[:2], strict=True):
         for e, c in zip(eager_steps, compiled_steps, strict=True):
             for key in e:
                 if key.startswith("loss/"):
                     torch.testing.assert_close(c[key], e[key], rtol=1e-4, atol=1e-6, msg=key)
-    for eager_state, compiled_state in zip(eager[2:], compiled[2:], strict=True):
+    imagined_eager, imagined_compiled = eager[4], compiled[4]
+    assert torch.equal(imagined_compiled["action"], imagined_eager["action"])
+    torch.testing.assert_close(imagined_compiled["features"], imagined_eager["features"], rtol=1e-4, atol=1e-5)
+    for eager_state, compiled_state in zip(eager[2:4], compiled[2:4], strict=True):
         for key, value in eager_state.items():
             if value.is_floating_point():
                 torch.testing.assert_close(compiled_state[key], value, rtol=1e-4, atol=1e-6, msg=key)

@@ -130,7 +130,7 @@ class MixerModel(Backbone):
         residual: Tensor | None = None
         res_dtype = acc_dtype(hidden.dtype)  # residual_in_fp32
         # Without autograd, step writes each layer's new state straight into the stacked output.
-        buffered = single and not torch.is_grad_enabled()
+        buffered = single and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
         if buffered:
             conv_new, ssm_new = torch.empty_like(state["conv"]), torch.empty_like(state["ssm"])
         convs, ssms = [], []
