@@ -268,7 +268,9 @@ def bench(config: str, overrides: list[str], compares: list[str], iterations: in
         device = resolve_device(cfg.runtime.device)
         variants.append(_Variant(name, extra, cfg, device, resolve_precision(cfg.runtime.precision, device)))
     probe_env(variants[0].cfg.env)
-    logging.getLogger("torchrl").setLevel(logging.WARNING)
+    import torchrl  # noqa: F401  (imported first: its import sets its logger's level)
+
+    logging.getLogger("torchrl").setLevel(logging.WARNING)  # no storage-init chatter per variant
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
