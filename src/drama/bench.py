@@ -20,8 +20,9 @@ actor_critic) * ac_updates / ac_every)`` from the per-phase medians (at the pape
 sum of the medians). The first
 ``--warmup`` iterations are not timed; ``first_iteration_s - median`` is reported as ``warmup_overhead_s``
 (compilation and first-call costs). Peak memory is the largest resident set size sampled during the variant's
-timed iterations on CPU (all variants live in one process, so it includes the others' resident state), and
-``torch.cuda.max_memory_allocated`` over them on CUDA.
+timed iterations on CPU (all variants live in one process, so it includes the others' resident state; with
+glibc tuned to keep freed memory it is the process's high-water mark so far), and
+``torch.cuda.max_memory_allocated`` over them on CUDA (exact per variant).
 
 The output is one JSON object (the last line printed; also written to ``--out``).
 """
