@@ -123,30 +123,18 @@ class _Variant:
             torch.mps.synchronize()
 
     def build(self, run_dir: Path) -> None:
-        """Models, env, replay and loop as ``drama fit`` builds them, on a Fabric without loggers."""
+        """Models, env, replay and loop as ``drama fit`` builds them (:func:`drama.build.build_training_system`),
+        on a Fabric without loggers."""
         import lightning as L
 
-        from drama.build import build_models
-        from drama.data.replay import Replay
-        from drama.envs.runner import EnvRunner
+        from drama.build import build_training_system
         from drama.loop import DramaLoop
-        from drama.nn.compile import compile_hot_paths
 
         cfg = self.cfg
         L.seed_everything(cfg.runtime.seed, verbose=False)
-        devices = [self.device.index] if self.device.type == "cuda" and self.device.index is not None else 1
-        fabric = L.Fabric(accelerator=self.device.type, devices=devices, precision=self.precision, loggers=[])
-        fabric.launch()
-        env = EnvRunner(cfg.env, cfg.runtime.seed)
-        world_model, actor_critic = build_models(cfg, env.spec)
-        world_model, _ = fabric.setup(world_model, world_model.configure_optimizers())
-        actor_critic, _ = fabric.setup(actor_critic, actor_critic.configure_optimizers())
-        world_model, actor_critic = world_model.module, actor_critic.module
-        compile_hot_paths(world_model, actor_critic, cfg.runtime.compile)
-        replay = Replay(cfg.replay, cfg.train.batch_size, cfg.imagination.batch_size,
-                        generator=torch.Generator().manual_seed(cfg.runtime.seed))
-        self.loop = DramaLoop(cfg, fabric, world_model, actor_critic, replay, env, run_dir)
-        self.loop.observation = env.reset()
+        s = build_training_system(cfg, self.device, self.precision)
+        self.loop = DramaLoop(cfg, s.fabric, s.world_model, s.actor_critic, s.replay, s.env, run_dir)
+        self.loop.observation = s.env.reset()
         self.loop.acting.reset()
 
     def fill(self) -> int:

@@ -1,6 +1,12 @@
-"""Construct the models from a resolved config and an environment spec."""
+"""Construct the models from a resolved config and an environment spec, and the whole training system
+(Fabric, env, models set up on the device, replay) that ``drama fit`` and ``drama bench`` share."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
 
 from drama.actor_critic import ActorCritic
 from drama.config import DramaConfig
@@ -19,3 +25,38 @@ def build_models(cfg: DramaConfig, spec: EnvSpec) -> tuple[WorldModel, ActorCrit
     actor_critic = ActorCritic(cfg.actor_critic, world_model.feature_dim, spec.num_actions,
                                cfg.world_model.two_hot)
     return world_model, actor_critic
+
+
+@dataclass
+class TrainingSystem:
+    """What the loop coordinates, built and placed on the device (:func:`build_training_system`)."""
+
+    fabric: Any
+    env: Any
+    world_model: WorldModel
+    actor_critic: ActorCritic
+    replay: Any
+
+
+def build_training_system(cfg: DramaConfig, device: torch.device, precision: str,
+                          loggers: list | None = None) -> TrainingSystem:
+    """Fabric on ``device`` with ``precision`` (and ``loggers``), the env, both models set up with their optimisers
+    (the unwrapped modules, hot paths compiled per ``runtime.compile``) and the replay with its seeded generator."""
+    import lightning as L
+
+    from drama.data.replay import Replay
+    from drama.envs.runner import EnvRunner
+    from drama.nn.compile import compile_hot_paths
+
+    devices = [device.index] if device.type == "cuda" and device.index is not None else 1
+    fabric = L.Fabric(accelerator=device.type, devices=devices, precision=precision, loggers=loggers or [])
+    fabric.launch()
+    env = EnvRunner(cfg.env, cfg.runtime.seed)
+    world_model, actor_critic = build_models(cfg, env.spec)
+    world_model, _ = fabric.setup(world_model, world_model.configure_optimizers())
+    actor_critic, _ = fabric.setup(actor_critic, actor_critic.configure_optimizers())
+    world_model, actor_critic = world_model.module, actor_critic.module
+    compile_hot_paths(world_model, actor_critic, cfg.runtime.compile)
+    generator = torch.Generator().manual_seed(cfg.runtime.seed)
+    replay = Replay(cfg.replay, cfg.train.batch_size, cfg.imagination.batch_size, generator=generator)
+    return TrainingSystem(fabric, env, world_model, actor_critic, replay)

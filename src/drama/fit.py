@@ -85,11 +85,8 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
          start: float) -> FitResult:
     import lightning as L
 
-    from drama.build import build_models
-    from drama.data.replay import Replay
-    from drama.envs.runner import EnvRunner
+    from drama.build import build_training_system
     from drama.loop import DramaLoop
-    from drama.nn.compile import compile_hot_paths
     from drama.summary import parameter_counts
     from drama.tracking import make_logger
 
@@ -100,18 +97,9 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
     run_id = json.loads(info_path.read_text()).get("mlflow_run_id") if resume and info_path.is_file() else None
     logger = make_logger(run_dir, cfg.runtime.experiment, run_dir.name, run_id=run_id)
     info_path.write_text(json.dumps({"mlflow_run_id": logger.run_id, "tracking_uri": logger._tracking_uri}) + "\n")
-    devices = [device.index] if device.type == "cuda" and device.index is not None else 1
-    fabric = L.Fabric(accelerator=device.type, devices=devices, precision=precision, loggers=[logger])
-    fabric.launch()
-
-    env = EnvRunner(cfg.env, cfg.runtime.seed)
-    world_model, actor_critic = build_models(cfg, env.spec)
-    world_model, _ = fabric.setup(world_model, world_model.configure_optimizers())
-    actor_critic, _ = fabric.setup(actor_critic, actor_critic.configure_optimizers())
-    world_model, actor_critic = world_model.module, actor_critic.module
-    compile_hot_paths(world_model, actor_critic, cfg.runtime.compile)
-    generator = torch.Generator().manual_seed(cfg.runtime.seed)
-    replay = Replay(cfg.replay, cfg.train.batch_size, cfg.imagination.batch_size, generator=generator)
+    system = build_training_system(cfg, device, precision, loggers=[logger])
+    fabric, env, replay = system.fabric, system.env, system.replay
+    world_model, actor_critic = system.world_model, system.actor_critic
 
     counts = parameter_counts(world_model, actor_critic)
     loop = DramaLoop(cfg, fabric, world_model, actor_critic, replay, env, run_dir, logger)
