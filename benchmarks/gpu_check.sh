@@ -11,7 +11,7 @@
 # Steps (each with its own time limit, all within DRAMA_GPU_CHECK_BUDGET seconds, default 480):
 #   install     pip install --no-index --no-deps --target <tmp> wheels/gpu/*.whl (nothing else is touched)
 #   environment versions, CUDA device, which imports work (environment.json)
-#   gpu_tests   pytest -m gpu on the kernel parity tests (skip cleanly without mamba-ssm)
+#   gpu_tests   pytest -m gpu: kernel parity (skips cleanly without mamba-ssm) and the GPU-resident replay
 #   smoke       drama bench on conf/debug.yaml at tiny shapes: the whole loop on the device (bench_smoke.json)
 #   bench       drama bench on conf/atari.yaml: eager fp32, bf16 (and bf16 + mamba-ssm kernels when mamba_ssm
 #               imports), interleaved (bench_atari.json)
@@ -87,7 +87,8 @@ EOF
 KERNELS=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['mamba_ssm_kernels'])" \
     "$OUT/environment.json" 2>/dev/null || echo unknown)
 
-step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/nn/backbones/test_kernels.py
+step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/nn/backbones/test_kernels.py \
+    tests/data/test_replay.py
 
 if [[ $SMOKE == 1 ]]; then
     step smoke 120 "$PY" -m drama bench --config conf/debug.yaml $TINY --iterations 1 --warmup 1 --threads 1 \

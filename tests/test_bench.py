@@ -33,7 +33,7 @@ def test_bench_smoke_run_writes_one_json_with_every_phase(tmp_path, capsys):
         assert all(len(samples) == 2 for samples in variant["samples_s"].values())
         assert variant["env_steps_per_s"] > 0 and variant["peak_memory_mb"] > 0
         assert variant["memory"] == "process_peak_rss"
-        assert variant["precision"] == "32-true" and variant["compile"] == "none"
+        assert variant["precision"] == "32-true" and variant["compile"] == "none" and variant["replay_device"] == "cpu"
         # at the 1:1 schedule of this config the rate is one over the summed phase medians
         assert variant["seconds_per_env_step"] == pytest.approx(
             sum(variant["median_s"][p] for p in PHASES if p != "replay") + sum(variant["median_draw_s"].values()))

@@ -213,6 +213,7 @@ class _Variant:
             "device": str(self.device),
             "precision": self.precision,
             "compile": self.cfg.runtime.compile,
+            "replay_device": str(self.loop.replay.device),
             "env_steps_per_s": 1.0 / per_step,
             "seconds_per_env_step": per_step,
             "median_s": phases,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,7 @@ def build_training_system(cfg: DramaConfig, device: torch.device, precision: str
     (the unwrapped modules, hot paths compiled per ``runtime.compile``) and the replay with its seeded generator."""
     import lightning as L
 
-    from drama.data.replay import Replay
+    from drama.data.replay import Replay, resolve_replay_device
     from drama.envs.runner import EnvRunner
     from drama.nn.compile import compile_hot_paths
 
@@ -58,5 +59,8 @@ def build_training_system(cfg: DramaConfig, device: torch.device, precision: str
     world_model, actor_critic = world_model.module, actor_critic.module
     compile_hot_paths(world_model, actor_critic, cfg.runtime.compile)
     generator = torch.Generator().manual_seed(cfg.runtime.seed)
-    replay = Replay(cfg.replay, cfg.train.batch_size, cfg.imagination.batch_size, generator=generator)
+    row_bytes = math.prod(env.spec.obs_shape) * (1 if world_model.pixels else 4) + 32  # + action, reward, flags
+    replay_device = resolve_replay_device(cfg.replay.device, fabric.device, row_bytes, cfg.replay.capacity)
+    replay = Replay(cfg.replay, cfg.train.batch_size, cfg.imagination.batch_size, generator=generator,
+                    device=replay_device, batch_device=fabric.device)
     return TrainingSystem(fabric, env, world_model, actor_critic, replay)

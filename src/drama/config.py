@@ -198,6 +198,10 @@ class ActorCriticConfig:
     """actor-critic optimiser (LaProp)."""
 
 
+REPLAY_DEVICES = ("auto", "cpu", "cuda")
+"""Allowed values of ``replay.device``."""
+
+
 @dataclass
 class ReplayConfig:
     capacity: int = 100_000
@@ -212,6 +216,10 @@ class ReplayConfig:
     """DFS imagination-count penalty alpha (SPEC 5.3)."""
     beta: float = 1.0
     """DFS penalty beta on max(0, c - m/s) (SPEC 5.3)."""
+    device: str = "auto"
+    """where the stored rows live: auto (the training device when it is CUDA and the full buffer needs at most a
+    quarter of its free memory, else cpu), cpu (batches copied through pinned memory to a CUDA device) or cuda
+    (the training device, which must then be CUDA)."""
 
 
 @dataclass
@@ -478,6 +486,10 @@ def validate(cfg: DramaConfig) -> None:
            "runtime.device", device, "allowed: auto, cpu, cuda, cuda:N, mps")
     _check(cfg.runtime.compile in COMPILE_MODES, "runtime.compile", cfg.runtime.compile,
            f"allowed: {', '.join(COMPILE_MODES)}")
+    _check(cfg.replay.device in REPLAY_DEVICES, "replay.device", cfg.replay.device,
+           f"allowed: {', '.join(REPLAY_DEVICES)}")
+    _check(cfg.replay.device != "cuda" or cfg.runtime.device.startswith(("auto", "cuda")), "replay.device",
+           cfg.replay.device, f"cuda needs a CUDA runtime.device (runtime.device is {cfg.runtime.device})")
     _check(cfg.runtime.precision in ("auto", "32-true", "bf16-mixed"), "runtime.precision",
            cfg.runtime.precision, "allowed: auto, 32-true, bf16-mixed")
     if wm.backbone.impl == "kernel":

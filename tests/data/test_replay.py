@@ -234,3 +234,46 @@ def test_state_round_trip_into_a_fresh_replay_keeps_only_written_rows(written):
         assert torch.equal(a["observation"], b["observation"]) and torch.equal(a["start"], b["start"])
     assert torch.equal(original.sampler.c, restored.sampler.c) and torch.equal(original.sampler.m, restored.sampler.m)
     assert torch.equal(original.storage.get(slice(None))["reward"], restored.storage.get(slice(None))["reward"])
+
+
+# ---------------------------------------------------------------- replay.device
+
+
+def test_replay_device_resolution_on_a_cpu_training_device():
+    from drama.data.replay import resolve_replay_device
+
+    cpu = torch.device("cpu")
+    assert resolve_replay_device("auto", cpu, 12_320, 100_000) == cpu
+    assert resolve_replay_device("cpu", cpu, 12_320, 100_000) == cpu
+    with pytest.raises(ValueError, match="replay.device=cuda needs a CUDA training device"):
+        resolve_replay_device("cuda", cpu, 12_320, 100_000)
+
+
+def test_replay_device_is_validated_with_the_config():
+    from drama.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="replay.device"):
+        load_config(None, ["replay.device=tpu"])
+    with pytest.raises(ConfigError, match="cuda needs a CUDA runtime.device"):
+        load_config(None, ["replay.device=cuda", "runtime.device=cpu"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("storage", ["cuda", "cpu"])
+def test_replay_on_cuda_draws_what_the_host_replay_draws(storage):
+    """Rows on the GPU (or on the host, handed out through pinned memory) give the host replay's batches."""
+    cfg = ReplayConfig(capacity=64)
+    host = Replay(cfg, 4, 16, torch.Generator().manual_seed(0))
+    other = Replay(cfg, 4, 16, torch.Generator().manual_seed(0), device=storage, batch_device="cuda")
+    for replay in (host, other):
+        replay.extend(rows(0, 50, ends=(20, 41), pixels=True))
+    for mode in ("world_model", "imagination", "world_model"):
+        a, b = host.sample(mode, 4, 8), other.sample(mode, 4, 8)
+        assert b.device.type == "cuda" and all(v.device.type == "cuda" for v in b.values())
+        assert set(a.keys()) == set(b.keys())
+        for key in a.keys():
+            assert torch.equal(a[key], b[key].cpu()), key
+    restored = Replay(cfg, 4, 16, device=storage, batch_device="cuda")
+    restored.load_state_dict(other.state_dict())
+    assert torch.equal(restored.sample("world_model", 4, 8)["t"].cpu(), host.sample("world_model", 4, 8)["t"])

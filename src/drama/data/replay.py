@@ -37,8 +37,28 @@ def make_sampler(cfg: ReplayConfig, world_model_batch: int, imagination_batch: i
     raise ValueError(f"replay.sampler must be dfs or uniform, got {cfg.sampler!r}")
 
 
+def resolve_replay_device(name: str, training_device: torch.device, row_bytes: int, capacity: int) -> torch.device:
+    """Where the stored rows live (``replay.device``): ``cpu``; ``cuda`` (the training device, which must be CUDA);
+    ``auto``: the training device when it is CUDA and ``capacity`` rows of ``row_bytes`` take at most a quarter of
+    its free memory (the paper's 100k Atari rows are ~1.2 GB), else ``cpu``."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if training_device.type != "cuda":
+        if name == "cuda":
+            raise ValueError(f"replay.device=cuda needs a CUDA training device, got {training_device}")
+        return torch.device("cpu")
+    if name == "cuda":
+        return training_device
+    free, _ = torch.cuda.mem_get_info(training_device)
+    return training_device if row_bytes * capacity <= free // 4 else torch.device("cpu")
+
+
 class Replay:
-    """Ring buffer of env steps (host memory) with chronological, episode-bound window sampling.
+    """Ring buffer of env steps with chronological, episode-bound window sampling.
+
+    The rows live on ``device`` (host memory by default, or the training GPU: ``replay.device``); batches are
+    gathered there and handed out on ``batch_device``, through pinned memory and a non-blocking copy when the
+    rows are on the host and the batches go to a GPU. The sampler's counters and its generator stay on the host.
 
     Args:
         cfg: capacity and sampler settings.
@@ -48,6 +68,8 @@ class Replay:
         generator: the RNG of every draw. It becomes part of the buffer's state (``state_dict``, ``dumps``); with
             ``None`` a private generator is seeded from the global torch RNG, so runs stay reproducible under
             ``torch.manual_seed`` and resumable.
+        device: where the rows are stored (:func:`resolve_replay_device`).
+        batch_device: where :meth:`draw` returns batches (default: ``device``).
     """
 
     def __init__(
@@ -56,13 +78,18 @@ class Replay:
         world_model_batch: int,
         imagination_batch: int,
         generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        batch_device: torch.device | str | None = None,
     ) -> None:
         if generator is None:
             generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
         self.capacity = int(cfg.capacity)
+        self.device = torch.device(device)
+        self.batch_device = self.device if batch_device is None else torch.device(batch_device)
+        self.pin = self.device.type == "cpu" and self.batch_device.type == "cuda"
         self.sampler = make_sampler(cfg, world_model_batch, imagination_batch)
         self.buffer = ReplayBuffer(
-            storage=LazyTensorStorage(self.capacity, device="cpu"),
+            storage=LazyTensorStorage(self.capacity, device=self.device),
             sampler=self.sampler,
             writer=RoundRobinWriter(),
             generator=generator,
@@ -86,6 +113,7 @@ class Replay:
             rows = rows.unsqueeze(0)
         if rows.batch_dims != 1:
             raise ValueError(f"rows must have one batch dimension, got batch size {tuple(rows.batch_size)}")
+        rows = rows.to(self.device)
         if EPISODE_END_KEY not in rows.keys():
             raise KeyError(f"rows must carry {EPISODE_END_KEY!r} (terminated or truncated, SPEC 1.4)")
         n = rows.batch_size[0]
@@ -121,12 +149,14 @@ class Replay:
         index, info = out
         # The sampler's (batch, length) index also works with ``self.buffer.sample``; reading the rows with
         # ``index_select`` is ~5x faster than the storage's advanced indexing for 3x64x64 uint8 rows.
-        flat = index.reshape(-1)
+        flat = index.reshape(-1).to(self.device, non_blocking=True)
         stored = self.storage.get(slice(None))  # a view of the stored rows
         data = stored.apply(lambda x: x.index_select(0, flat).unflatten(0, (batch, length)),
                             batch_size=[batch, length])
-        data.set("start", info["start"][:, None].expand(batch, length).clone())
-        return data
+        data.set("start", info["start"].to(self.device)[:, None].expand(batch, length).contiguous())
+        if self.pin:
+            data = data.pin_memory()
+        return data.to(self.batch_device, non_blocking=True) if self.batch_device != self.device else data
 
     def sample(self, mode: str, batch: int, length: int) -> TensorDict:
         """:meth:`draw`, raising ``RuntimeError`` (with the counts) when the replay is not ready."""
@@ -146,7 +176,7 @@ class Replay:
         starts = self.sampler.valid_starts(self.storage, length) if len(self) else torch.empty(0)
         if starts.numel() == 0:
             return None
-        index = (int(starts[-1]) + torch.arange(length)) % self.capacity
+        index = ((int(starts[-1]) + torch.arange(length)) % self.capacity).to(self.device)
         return self.storage.get(slice(None)).apply(lambda x: x.index_select(0, index), batch_size=[length])
 
     def stats(self) -> dict[str, float]:
@@ -175,7 +205,7 @@ class Replay:
                 return torch.cat([t, t.new_zeros(self.capacity - t.shape[0], *t.shape[1:])]) if len(t) < self.capacity \
                     else t
 
-            rows = _map_tensors(storage["_storage"], pad)
+            rows = _map_tensors(storage["_storage"], lambda t: pad(t.to(self.device)))
             # allocate like a first write would; a fresh storage would otherwise load rows with batch size []
             self.storage._storage = TensorDict(rows, batch_size=[self.capacity])
             state_dict = {**state_dict, "_storage": {**storage, "_storage": rows}}

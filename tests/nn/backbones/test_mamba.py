@@ -56,7 +56,7 @@ def test_steps_equal_parallel_pass(l: int, from_state: bool) -> None:
     assert _max_err(h, h_steps) <= TOL
     assert _max_err(final["conv"], final_steps["conv"]) <= TOL
     assert _max_err(final["ssm"], final_steps["ssm"]) <= TOL
-    assert final["conv"].shape == (3, 2, 32, 3) and final["ssm"].shape == (3, 2, 32, 4)
+    assert final["conv"].shape == (3, 2, 3, 32) and final["ssm"].shape == (3, 2, 32, 4)
     with torch.no_grad():  # the buffered no-grad step path
         h_nograd, _ = _steps(model, x, state if from_state else model.initial_state(3, dtype=DT))
     assert _max_err(h, h_nograd) <= TOL

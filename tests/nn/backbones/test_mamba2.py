@@ -85,7 +85,7 @@ def test_step_equals_parallel(l: int, chunk: int, grad: bool) -> None:
     assert _max_err(h_seq, h_par) <= TOL
     assert _max_err(state["conv"], final["conv"]) <= TOL
     assert _max_err(state["ssm"], final["ssm"]) <= TOL
-    assert final["conv"].shape == (3, 2, model.conv_dim, 3)
+    assert final["conv"].shape == (3, 2, 3, model.conv_dim)
     assert final["ssm"].shape == (3, 2, model.nheads, 8, 4)
 
 

