@@ -79,8 +79,8 @@ import torch
 from update_step import PONG, peak_rss_mb, timed, world_model_batch
 
 from drama.config import load_config
+from drama.device import resolve_device
 from drama.nn.backbones import build_backbone
-from drama.nn.optim import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONES = ("mamba2", "mamba", "gru", "transformer")

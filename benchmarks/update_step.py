@@ -30,8 +30,8 @@ from tensordict import TensorDict
 
 from drama.build import build_models
 from drama.config import load_config
+from drama.device import resolve_device
 from drama.envs.spec import EnvSpec
-from drama.nn.optim import resolve_device
 
 SHAPES = {
     "small": {"batch_size": 4, "batch_length": 32, "imagine_batch": 64, "context": 8, "horizon": 16},

@@ -23,11 +23,12 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from drama import returns
 from drama.config import ActorCriticConfig, TwoHotConfig
+from drama.device import precision_context
 from drama.nn.distributions import SymlogTwoHot
 from drama.nn.init import orthogonal_
 from drama.nn.mlp import mlp
 from drama.nn.norm import REFERENCE_EPS
-from drama.nn.optim import build_optimizer, build_warmup, optimizer_step, precision_context
+from drama.nn.optim import build_optimizer, build_warmup, optimizer_step
 
 NORM_EPS = REFERENCE_EPS
 """eps of the RMSNorm layers of actor and critic (the reference's 1e-6)."""

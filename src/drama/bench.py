@@ -242,8 +242,8 @@ def _device_name(device: torch.device) -> str:
 def bench(config: str, overrides: list[str], compares: list[str], iterations: int = 3, warmup: int = 1,
           threads: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Benchmark the config (first variant) and each ``--compare`` variant; returns the JSON-ready result."""
+    from drama.device import resolve_device, resolve_precision
     from drama.envs.spec import probe_env
-    from drama.nn.optim import resolve_device, resolve_precision
 
     if iterations < 1:
         raise ConfigError(f"--iterations={iterations} is invalid: must be a positive integer")

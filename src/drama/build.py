@@ -10,15 +10,27 @@ from typing import Any
 import torch
 
 from drama.actor_critic import ActorCritic
-from drama.config import DramaConfig
+from drama.config import ConfigError, DramaConfig
 from drama.envs.spec import EnvSpec
 from drama.nn.encoders import set_memory_format
 from drama.world_model import WorldModel
 
 
+def check_buildable(cfg: DramaConfig) -> None:
+    """What only this machine can refuse, as a :class:`ConfigError` (before any run folder is created):
+    ``world_model.backbone.impl=kernel`` without the mamba-ssm kernels or a CUDA ``runtime.device``."""
+    if cfg.world_model.backbone.impl == "kernel":
+        from drama.nn.backbones.kernels import kernel_unavailable_reason
+
+        reason = kernel_unavailable_reason(cfg.runtime.device)
+        if reason is not None:
+            raise ConfigError(f"world_model.backbone.impl='kernel' is invalid: {reason} (use auto or torch)")
+
+
 def build_models(cfg: DramaConfig, spec: EnvSpec) -> tuple[WorldModel, ActorCritic]:
     """The world model for ``spec``'s observations and actions, and the actor-critic on its features; conv layers
-    in the layout of ``runtime.channels_last``."""
+    in the layout of ``runtime.channels_last``. Checks :func:`check_buildable` first."""
+    check_buildable(cfg)
     world_model = WorldModel(cfg.world_model, spec.obs_shape, spec.num_actions)
     if world_model.pixels:
         set_memory_format(world_model.encoder, cfg.runtime.channels_last)

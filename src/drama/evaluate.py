@@ -51,9 +51,9 @@ def load_run(run_dir: Path, checkpoint: Path | None = None,
              device: str | None = None) -> tuple[DramaConfig, Any, Any, int, Path]:
     """Config, world model, actor-critic (eval mode, on the device) and the env-step count of a checkpoint."""
     from drama.build import build_models
+    from drama.device import resolve_device
     from drama.envs.spec import probe_env
     from drama.fit import CONFIG_NAME
-    from drama.nn.optim import resolve_device
 
     if not (run_dir / CONFIG_NAME).is_file():
         raise ConfigError(f"{run_dir}: no {CONFIG_NAME} there (not a drama run directory)")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from drama.build import check_buildable
 from drama.checkpoint import checkpoint_path
 from drama.config import ConfigError, DramaConfig, load_config, to_flat_dict, to_yaml
 from drama.envs.spec import probe_env
@@ -42,6 +43,7 @@ def default_run_name(cfg: DramaConfig) -> str:
 def prepare_new_run(config: str, overrides: list[str]) -> tuple[DramaConfig, Path]:
     """Validate a new run fully, then create its directory and write the resolved config."""
     cfg = load_config(config, overrides)
+    check_buildable(cfg)
     probe_env(cfg.env)
     run_dir = Path(cfg.runtime.output_dir) / (cfg.runtime.run_name or default_run_name(cfg))
     if checkpoint_path(run_dir).exists():
@@ -60,6 +62,7 @@ def prepare_resume(run_dir: str, overrides: list[str]) -> tuple[DramaConfig, Pat
     if not checkpoint_path(path).is_file():
         raise ConfigError(f"--resume {run_dir}: no checkpoint at {checkpoint_path(path)}")
     cfg = load_config(path / CONFIG_NAME, overrides)
+    check_buildable(cfg)
     if overrides:
         (path / CONFIG_NAME).write_text(to_yaml(cfg))
     return cfg, path
@@ -67,7 +70,7 @@ def prepare_resume(run_dir: str, overrides: list[str]) -> tuple[DramaConfig, Pat
 
 def fit(cfg: DramaConfig, run_dir: Path, resume: bool = False) -> FitResult:
     """Train (or continue) the run in ``run_dir``; prints the resolved config and parameter counts first."""
-    from drama.nn.optim import resolve_device, resolve_precision
+    from drama.device import resolve_device, resolve_precision
 
     start = time.perf_counter()
     device = resolve_device(cfg.runtime.device)

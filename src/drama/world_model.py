@@ -27,11 +27,12 @@ from tensordict import TensorDict
 from torch import Tensor
 
 from drama.config import WorldModelConfig
+from drama.device import precision_context
 from drama.nn.backbones import build_backbone
 from drama.nn.distributions import SymlogTwoHot, categorical_kl, free_bits_kl, upcast
 from drama.nn.encoders import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from drama.nn.heads import CategoricalHead, ScalarHead, straight_through_sample
-from drama.nn.optim import build_optimizer, build_warmup, optimizer_step, precision_context
+from drama.nn.optim import build_optimizer, build_warmup, optimizer_step
 
 
 class WorldModel(L.LightningModule):

@@ -51,8 +51,11 @@ def test_kernel_unavailable_reason() -> None:
     (["world_model.backbone.impl=kernel", "world_model.backbone.name=gru"], "kernels exist only for mamba2, mamba"),
 ])
 def test_config_rejects_kernel_where_it_cannot_run(overrides: list[str], message: str) -> None:
+    """Rejected when the config loads (no such kernel) or at build time (this machine), before a run folder."""
+    from drama.build import check_buildable
+
     with pytest.raises(ConfigError, match=message) as info:
-        load_config(None, overrides)
+        check_buildable(load_config(None, overrides))
     assert "\n" not in str(info.value)
 
 
