@@ -24,13 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def episode_returns(run_dir: Path) -> list[tuple[int, float]]:
-    """(env step, return) of every finished episode, from the run's MLflow sqlite store."""
-    import mlflow
+    """(env step, return) of every finished episode, from the run's MLflow record."""
+    from drama.run import RunFolder
+    from drama.tracking import Tracker
 
-    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{run_dir.resolve()}/mlflow.db")
-    run_id = json.loads((run_dir / "run.json").read_text())["mlflow_run_id"]
-    history = client.get_metric_history(run_id, "episode/return")
-    return sorted((m.step, m.value) for m in history)
+    steps, values = Tracker.open(RunFolder(run_dir)).metric_history("episode/return")
+    return list(zip(steps, values, strict=True))
 
 
 def first_success(returns: list[tuple[int, float]], target: float) -> int | None:

@@ -32,6 +32,7 @@ from drama.build import build_models
 from drama.config import load_config
 from drama.device import resolve_device
 from drama.envs.spec import EnvSpec
+from drama.imagination import imagine
 
 SHAPES = {
     "small": {"batch_size": 4, "batch_length": 32, "imagine_batch": 64, "context": 8, "horizon": 16},
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         contexts = context_batch(shape, device)
 
         def imagine_and_update(contexts=contexts, shape=shape):
-            imagined = world_model.imagine(contexts, actor_critic.act, shape["horizon"])
+            imagined = imagine(world_model, contexts, actor_critic.act, shape["horizon"])
             actor_critic.training_step(imagined)
 
         phases = {

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from conftest import tiny_config
 from drama.config import BACKBONES
+from drama.imagination import imagine
 from drama.nn.backbones.base import Backbone
 from drama.world_model import WorldModel
 
@@ -93,7 +94,7 @@ def test_reward_and_termination_at_j_belong_to_the_action_taken_at_j():
     wm.termination_head = TerminationOfAction(NUM_ACTIONS)
     policy, calls = cycling_policy()
     horizon = 7
-    out = wm.imagine(context(wm, 3, 8, action=0), policy, horizon)
+    out = imagine(wm, context(wm, 3, 8, action=0), policy, horizon)
 
     expected_action = torch.tensor(calls).expand(3, horizon)
     torch.testing.assert_close(out["action"], expected_action)
@@ -109,7 +110,7 @@ def test_context_is_one_parallel_pass_then_float_latent_steps():
     backbone = ActionEchoBackbone(wm.latent_dim + NUM_ACTIONS, wm.hidden_dim, NUM_ACTIONS)
     wm.dynamics = backbone
     policy, _ = cycling_policy()
-    out = wm.imagine(context(wm, 4, 8), policy, horizon=5)
+    out = imagine(wm, context(wm, 4, 8), policy, horizon=5)
     assert backbone.parallel_lengths == [8]  # never recomputed per step
     assert len(backbone.step_inputs) == 5
     for x in backbone.step_inputs:  # B1: float straight-through latents reach the step, never truncated
@@ -131,7 +132,7 @@ def test_carried_state_equals_one_parallel_pass_over_context_and_imagined_tokens
     ctx = context(wm, 2, 6)
     ctx["observation"] = torch.rand(2, 6, 3, 64, 64, dtype=torch.float64)
     policy, _ = cycling_policy()
-    out = wm.imagine(ctx, policy, horizon=9)
+    out = imagine(wm, ctx, policy, horizon=9)
     assert wm.training  # mode restored
     latent = wm.latent_dim
     tokens = torch.cat([

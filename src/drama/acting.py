@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from drama.actor_critic import ActorCritic
-from drama.nn.heads import straight_through_sample
 from drama.world_model import WorldModel
 
 
@@ -44,7 +43,7 @@ class ActingContext:
         with wm.autocast():
             z = torch.stack(list(self.latents), dim=0).unsqueeze(0)  # (1, K, latent)
             actions = torch.tensor([list(self.actions)], device=z.device)
-            h, _ = wm.dynamics(wm.embed(z, actions))  # from a zero state
+            h, _ = wm.hidden_states(z, actions)  # from a zero state
             h_last = h[:, -1].to(z.dtype)
             z_hat = wm.sample_prior(h_last).to(z.dtype)
         return torch.cat([z_hat, h_last], dim=-1)
@@ -79,8 +78,8 @@ class ActingContext:
         wm = self.world_model
         wm.eval()
         with wm.autocast():
-            logits = wm.encode(observation.to(wm.device).unsqueeze(0))
-        self.latents.append(straight_through_sample(logits).flatten(-2)[0].float())
+            z, _ = wm.sample_posterior(observation.to(wm.device).unsqueeze(0))
+        self.latents.append(z[0].float())
         self.actions.append(int(action))
 
     def state_dict(self) -> dict:

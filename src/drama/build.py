@@ -51,9 +51,8 @@ class TrainingSystem:
     replay: Any
 
 
-def build_training_system(cfg: DramaConfig, device: torch.device, precision: str,
-                          loggers: list | None = None) -> TrainingSystem:
-    """Fabric on ``device`` with ``precision`` (and ``loggers``), the env, both models set up with their optimisers
+def build_training_system(cfg: DramaConfig, device: torch.device, precision: str) -> TrainingSystem:
+    """Fabric on ``device`` with ``precision``, the env, both models set up with their optimisers
     (the unwrapped modules, hot paths compiled per ``runtime.compile``) and the replay with its seeded generator."""
     import lightning as L
 
@@ -62,7 +61,7 @@ def build_training_system(cfg: DramaConfig, device: torch.device, precision: str
     from drama.nn.compile import compile_hot_paths
 
     devices = [device.index] if device.type == "cuda" and device.index is not None else 1
-    fabric = L.Fabric(accelerator=device.type, devices=devices, precision=precision, loggers=loggers or [])
+    fabric = L.Fabric(accelerator=device.type, devices=devices, precision=precision)
     fabric.launch()
     env = EnvRunner(cfg.env, cfg.runtime.seed)
     world_model, actor_critic = build_models(cfg, env.spec)

@@ -28,10 +28,8 @@ from typing import Any
 
 import torch
 
-from drama.checkpoint import checkpoint_path
-from drama.config import ConfigError, DramaConfig, load_config
-
-EVALUATIONS_DIR = "evaluations"
+from drama.config import ConfigError, DramaConfig
+from drama.run import RunFolder, load_agent
 
 
 def protocol(cfg: DramaConfig, greedy: bool, seed: int) -> dict[str, Any]:
@@ -45,31 +43,6 @@ def protocol(cfg: DramaConfig, greedy: bool, seed: int) -> dict[str, Any]:
         "episodes": "played one after another to completion (no short-episode bias)",
         "normalisation": "unrounded random/human scores (drama.scores)",
     }
-
-
-def load_run(run_dir: Path, checkpoint: Path | None = None,
-             device: str | None = None) -> tuple[DramaConfig, Any, Any, int, Path]:
-    """Config, world model, actor-critic (eval mode, on the device) and the env-step count of a checkpoint."""
-    from drama.build import build_models
-    from drama.device import resolve_device
-    from drama.envs.spec import probe_env
-    from drama.fit import CONFIG_NAME
-
-    if not (run_dir / CONFIG_NAME).is_file():
-        raise ConfigError(f"{run_dir}: no {CONFIG_NAME} there (not a drama run directory)")
-    ckpt = checkpoint_path(run_dir) if checkpoint is None else checkpoint
-    if not ckpt.is_file():
-        raise ConfigError(f"no checkpoint at {ckpt}")
-    cfg = load_config(run_dir / CONFIG_NAME, [f"runtime.device={device}"] if device else [])
-    spec = probe_env(cfg.env)
-    world_model, actor_critic = build_models(cfg, spec)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    world_model.load_state_dict(state["world_model"])
-    actor_critic.load_state_dict(state["actor_critic"])
-    target = resolve_device(cfg.runtime.device)
-    world_model.to(target).eval()
-    actor_critic.to(target).eval()
-    return cfg, world_model, actor_critic, int(state["loop"]["step"]), ckpt
 
 
 @torch.no_grad()
@@ -132,8 +105,9 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, seed:
     if episodes < 1:
         raise ConfigError(f"--episodes={episodes} is invalid: must be a positive integer")
     start = time.perf_counter()
-    cfg, world_model, actor_critic, step, ckpt = load_run(run_dir, None if checkpoint is None else Path(checkpoint),
-                                                          device)
+    agent = load_agent(run_dir, None if checkpoint is None else Path(checkpoint), device)
+    cfg, world_model, actor_critic, step, ckpt = (agent.cfg, agent.world_model, agent.actor_critic, agent.step,
+                                                  agent.checkpoint)
     seed = cfg.runtime.seed if seed is None else seed
     played = play_episodes(cfg, world_model, actor_critic, episodes, greedy, seed, record=video, progress=progress)
     mode = "greedy" if greedy else "sample"
@@ -145,7 +119,7 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, seed:
         "protocol": protocol(cfg, greedy, seed), "seconds": round(time.perf_counter() - start, 2),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    folder = run_dir / EVALUATIONS_DIR
+    folder = RunFolder(run_dir).evaluations
     folder.mkdir(exist_ok=True)
     stem = f"step{step:08d}-{mode}-seed{seed}-n{episodes}"
     path = folder / f"{stem}.json"
@@ -155,32 +129,26 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, seed:
     if video:
         from drama.visuals import write_gif
 
-        videos = [write_gif(frames, folder / "videos" / f"{stem}-episode{k}.gif")
+        videos = [write_gif(frames, RunFolder(run_dir).evaluation_videos / f"{stem}-episode{k}.gif")
                   for k, frames in enumerate(played["frames"])]
     result["videos"] = [str(v) for v in videos]
-    _log_to_mlflow(run_dir, result, path, videos)
+    _track(RunFolder(run_dir), result, path, videos)
     return result
 
 
-def _log_to_mlflow(run_dir: Path, result: dict[str, Any], path: Path, videos: list[Path]) -> None:
+def _track(folder: RunFolder, result: dict[str, Any], path: Path, videos: list[Path]) -> None:
     """Metrics ``eval/*`` at the checkpoint step, the JSON and the videos as artifacts, in the run's record."""
-    from drama.tracking import RUN_INFO_NAME, run_client
+    from drama.tracking import Tracker
 
-    found = run_client(run_dir)
-    if found is None:
-        warnings.warn(f"{run_dir / RUN_INFO_NAME} is missing: the evaluation is not logged to MLflow", stacklevel=2)
+    tracker = Tracker.open(folder)
+    if tracker is None:
+        warnings.warn(f"{folder.info} is missing: the evaluation is not logged to MLflow", stacklevel=2)
         return
-    client, run_id = found
-    step, mode = result["checkpoint_step"], result["policy"]
+    mode = result["policy"]
     metrics = {f"eval/{mode}/return_mean": result["mean"], f"eval/{mode}/return_std": result["std"],
                f"eval/{mode}/episodes": result["episodes"]}
     if result["human_normalized"] is not None:
         metrics[f"eval/{mode}/human_normalized"] = result["human_normalized"]
-    timestamp = int(time.time() * 1000)
-    from mlflow.entities import Metric
-
-    client.log_batch(run_id, metrics=[Metric(k, float(v), timestamp, step) for k, v in metrics.items()])
-    client.log_artifact(run_id, str(path), EVALUATIONS_DIR)
-    for video in videos:
-        client.log_artifact(run_id, str(video), f"{EVALUATIONS_DIR}/videos")
-
+    tracker.log_metrics(metrics, result["checkpoint_step"])
+    for artifact in (path, *videos):
+        tracker.log_artifact(artifact, folder.artifact_path(artifact))

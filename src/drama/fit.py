@@ -9,19 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from drama.build import check_buildable
-from drama.checkpoint import checkpoint_path
 from drama.config import ConfigError, DramaConfig, load_config, to_flat_dict, to_yaml
-from drama.envs.spec import probe_env
-from drama.tracking import RUN_INFO_NAME
-
-CONFIG_NAME = "config.yaml"
+from drama.envs import probe_env
+from drama.run import RunFolder
 
 
 @dataclass
@@ -45,27 +41,26 @@ def prepare_new_run(config: str, overrides: list[str]) -> tuple[DramaConfig, Pat
     cfg = load_config(config, overrides)
     check_buildable(cfg)
     probe_env(cfg.env)
-    run_dir = Path(cfg.runtime.output_dir) / (cfg.runtime.run_name or default_run_name(cfg))
-    if checkpoint_path(run_dir).exists():
-        raise ConfigError(f"run directory {run_dir} already holds a run: use --resume {run_dir} or another "
+    folder = RunFolder(Path(cfg.runtime.output_dir) / (cfg.runtime.run_name or default_run_name(cfg)))
+    if folder.holds_run():
+        raise ConfigError(f"run directory {folder.root} already holds a run: use --resume {folder.root} or another "
                           "runtime.run_name")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_NAME).write_text(to_yaml(cfg))
-    return cfg, run_dir
+    folder.write_config(cfg)
+    return cfg, folder.root
 
 
 def prepare_resume(run_dir: str, overrides: list[str]) -> tuple[DramaConfig, Path]:
     """The saved config of ``run_dir`` (plus overrides, e.g. a larger ``train.total_steps``)."""
-    path = Path(run_dir)
-    if not (path / CONFIG_NAME).is_file():
-        raise ConfigError(f"--resume {run_dir}: no {CONFIG_NAME} there (not a drama run directory)")
-    if not checkpoint_path(path).is_file():
-        raise ConfigError(f"--resume {run_dir}: no checkpoint at {checkpoint_path(path)}")
-    cfg = load_config(path / CONFIG_NAME, overrides)
+    folder = RunFolder(Path(run_dir))
+    if not folder.config.is_file():
+        raise ConfigError(f"--resume {run_dir}: no {folder.config.name} there (not a drama run directory)")
+    if not folder.checkpoint.is_file():
+        raise ConfigError(f"--resume {run_dir}: no checkpoint at {folder.checkpoint}")
+    cfg = folder.read_config(overrides)
     check_buildable(cfg)
     if overrides:
-        (path / CONFIG_NAME).write_text(to_yaml(cfg))
-    return cfg, path
+        folder.write_config(cfg)
+    return cfg, folder.root
 
 
 def fit(cfg: DramaConfig, run_dir: Path, resume: bool = False) -> FitResult:
@@ -91,28 +86,22 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
     from drama.build import build_training_system
     from drama.loop import DramaLoop
     from drama.summary import parameter_counts
-    from drama.tracking import make_logger
+    from drama.tracking import Tracker
 
     logging.getLogger("torchrl").setLevel(logging.WARNING)  # after torchrl's import: no storage-init chatter
     L.seed_everything(cfg.runtime.seed, verbose=False)
 
-    info_path = run_dir / RUN_INFO_NAME
-    run_id = json.loads(info_path.read_text()).get("mlflow_run_id") if resume and info_path.is_file() else None
-    logger = make_logger(run_dir, cfg.runtime.experiment, run_dir.name, run_id=run_id)
-    info_path.write_text(json.dumps({"mlflow_run_id": logger.run_id, "tracking_uri": logger._tracking_uri}) + "\n")
-    system = build_training_system(cfg, device, precision, loggers=[logger])
+    tracker = Tracker.start(RunFolder(run_dir), cfg.runtime.experiment, resume=resume)
+    system = build_training_system(cfg, device, precision)
     fabric, env, replay = system.fabric, system.env, system.replay
     world_model, actor_critic = system.world_model, system.actor_critic
 
     counts = parameter_counts(world_model, actor_critic)
-    loop = DramaLoop(cfg, fabric, world_model, actor_critic, replay, env, run_dir, logger)
+    loop = DramaLoop(cfg, fabric, world_model, actor_critic, replay, env, run_dir, tracker)
     if resume:
-        loop.load_checkpoint(checkpoint_path(run_dir))
+        loop.load_checkpoint()
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            logger.log_hyperparams(to_flat_dict(cfg))
-            logger.log_hyperparams({f"parameters/{k}": v for k, v in counts.items()})
+        tracker.log_params({**to_flat_dict(cfg), **{f"parameters/{k}": v for k, v in counts.items()}})
     print(to_yaml(cfg), end="")
     print(f"# run {run_dir} | device {device} | precision {precision} | compile {cfg.runtime.compile} | "
           f"{'resuming at step ' + str(loop.state.step) if resume else 'new run'}")
@@ -121,5 +110,5 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
     env.close()
     result = FitResult(run_dir, state.step, state.episodes, state.world_model_updates, state.actor_critic_updates,
                        list(state.returns), time.perf_counter() - start)
-    logger.finalize("success")
+    tracker.finish("FINISHED")
     return result

@@ -23,7 +23,6 @@ from tensordict import TensorDict
 from torch import Tensor
 
 from drama.nn.distributions import upcast
-from drama.nn.heads import straight_through_sample
 
 if TYPE_CHECKING:
     from drama.world_model import WorldModel
@@ -42,9 +41,8 @@ def imagine(world_model: WorldModel, context: TensorDict, policy: Callable[[Tens
     runs in eval mode (BatchNorm running statistics) and is restored to its previous mode afterwards.
     """
     with world_model.evaluating(), world_model.autocast():
-        logits = world_model.encode(context["observation"], max_frames=ENCODE_CHUNK_FRAMES)
-        z = straight_through_sample(logits).flatten(-2)
-        h_context, state = world_model.dynamics(world_model.embed(z, context["action"]))
+        z, _ = world_model.sample_posterior(context["observation"], max_frames=ENCODE_CHUNK_FRAMES)
+        h_context, state = world_model.hidden_states(z, context["action"])
         h = upcast(h_context[:, -1])
         z_hat = world_model.sample_prior(h)
         features, actions, hs = [torch.cat([z_hat, h], -1)], [], []

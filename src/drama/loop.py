@@ -13,16 +13,16 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from tensordict import TensorDict
 
 from drama.acting import ActingContext
-from drama.checkpoint import checkpoint_path, rng_state, save_atomic, set_rng_state
 from drama.config import DramaConfig
+from drama.imagination import imagine
 from drama.progress import ProgressBar
-from drama.tracking import MetricAccumulator
+from drama.run import RunFolder, TrainingParts, load_training_state, save_training_state
+from drama.tracking import MetricAccumulator, Tracker
 
 
 @dataclass
@@ -48,15 +48,21 @@ class LoopState:
 
 
 class DramaLoop:
-    """Coordinates env, replay, the two LightningModules, the tracker and checkpoints."""
+    """Coordinates env, replay, the two LightningModules, the tracker and checkpoints.
+
+    ``tracker`` is the run's MLflow record (None: nothing is tracked, e.g. ``drama bench`` and tests); the run
+    folder gives the checkpoint and visuals paths (:mod:`drama.run`).
+    """
 
     def __init__(self, cfg: DramaConfig, fabric, world_model, actor_critic, replay, env, run_dir: Path,
-                 logger=None) -> None:
+                 tracker: Tracker | None = None) -> None:
         self.cfg, self.fabric = cfg, fabric
         self.world_model, self.actor_critic = world_model, actor_critic
-        self.replay, self.env, self.run_dir, self.logger = replay, env, run_dir, logger
+        self.replay, self.env, self.tracker = replay, env, tracker
+        self.folder = RunFolder(Path(run_dir))
         self.state = LoopState()
         self.acting = ActingContext(world_model, actor_critic, cfg.train.acting_context)
+        self.parts = TrainingParts(world_model, actor_critic, replay, self.acting, env)
         self.metrics = MetricAccumulator()
         self.observation: torch.Tensor | None = None
         self._last_log_time = time.perf_counter()
@@ -80,7 +86,7 @@ class DramaLoop:
                 self.maybe_checkpoint()
         self.log_metrics(force=True)
         every = self.cfg.train.visuals_every
-        if every and self.state.step % every and self.state.step > self.cfg.train.warmup_steps:
+        if every and self.state.step % every and self.state.step > self.cfg.train.prefill_steps:
             self.log_visuals()  # the final state, unless the last periodic one just showed it
         self.save_checkpoint()
         if interrupt.requested:  # stopped between two iterations: `drama fit --resume` continues exactly
@@ -95,10 +101,10 @@ class DramaLoop:
     def learning(self) -> bool:
         """Updates happen after the warm-up and up to ``learning_steps`` (SPEC 6.1)."""
         step = self.state.step
-        return self.cfg.train.warmup_steps < step <= self.cfg.train.learning_steps
+        return self.cfg.train.prefill_steps < step <= self.cfg.train.learning_steps
 
     def policy_active(self) -> bool:
-        return self.state.step >= self.cfg.train.warmup_steps and self.state.step > 0
+        return self.state.step >= self.cfg.train.prefill_steps and self.state.step > 0
 
     # ------------------------------------------------------------------ phases
     def env_step(self) -> None:
@@ -138,8 +144,8 @@ class DramaLoop:
         s.episodes += 1
         s.last_return = s.episode_return
         s.returns.append(s.episode_return)
-        self.fabric.log_dict({"episode/return": s.episode_return, "episode/length": s.episode_length,
-                              "episode/index": s.episodes}, step=s.step)
+        self.track({"episode/return": s.episode_return, "episode/length": s.episode_length,
+                    "episode/index": s.episodes}, step=s.step)
         s.episode_return, s.episode_length = 0.0, 0
 
     def update_world_model(self) -> None:
@@ -191,7 +197,7 @@ class DramaLoop:
     def train_actor_critic(self, context: TensorDict) -> None:
         """Imagine from ``context`` and make one actor-critic update on the rollouts."""
         start = time.perf_counter()
-        imagined = self.world_model.imagine(context, self.actor_critic.act, self.cfg.imagination.horizon)
+        imagined = imagine(self.world_model, context, self.actor_critic.act, self.cfg.imagination.horizon)
         metrics = self.actor_critic.training_step(imagined)
         self.state.actor_critic_updates += 1
         metrics["imagined_reward"] = imagined["reward"].mean()
@@ -220,10 +226,13 @@ class DramaLoop:
                         "progress/actor_critic_updates": s.actor_critic_updates,
                         "progress/episodes": s.episodes, "progress/skipped_updates": s.skipped_updates})
         metrics.update({f"replay/{k}": v for k, v in self.replay.stats().items()})
-        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        self.fabric.log_dict(metrics, step=self.state.step)
+        self.track({k: v for k, v in metrics.items() if math.isfinite(v)}, step=self.state.step)
         self._last_log_time, self._last_log_step = now, self.state.step
         return rate
+
+    def track(self, metrics: dict[str, float], step: int) -> None:
+        if self.tracker is not None:
+            self.tracker.log_metrics(metrics, step)
 
     def maybe_log_visuals(self) -> None:
         every = self.cfg.train.visuals_every
@@ -232,7 +241,7 @@ class DramaLoop:
 
     def log_visuals(self) -> list[Path]:
         """Imagination video, its comparison with reality and a reconstruction image of the latest replay window,
-        written under ``<run_dir>/visuals`` and logged as MLflow artifacts (``visuals/``). Training is unaffected:
+        written to the run folder's visuals and logged as MLflow artifacts of the same name. Training is unaffected:
         the window is peeked (no DFS counts) and the RNG state is restored afterwards."""
         from drama.visuals import imagination_frames, reconstruction_grid, write_gif, write_png
 
@@ -245,13 +254,13 @@ class DramaLoop:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             frames = imagination_frames(self.world_model, window, context)
             grid = reconstruction_grid(self.world_model, window["observation"])
-        folder, tag = self.run_dir / "visuals", f"step{self.state.step:08d}"
+        folder, tag = self.folder.visuals, f"step{self.state.step:08d}"
         paths = [write_gif(frames["imagination"], folder / f"{tag}_imagination.gif"),
                  write_gif(frames["comparison"], folder / f"{tag}_imagination_vs_real.gif"),
                  write_png(grid, folder / f"{tag}_reconstruction.png")]
-        if self.logger is not None:
+        if self.tracker is not None:
             for path in paths:
-                self.logger.experiment.log_artifact(self.logger.run_id, str(path), "visuals")
+                self.tracker.log_artifact(path, self.folder.artifact_path(path))
         self.metrics.add({"time/visuals": time.perf_counter() - start})
         return paths
 
@@ -260,44 +269,18 @@ class DramaLoop:
         if every and self.state.step % every == 0:
             self.save_checkpoint()
 
-    def checkpoint_state(self) -> dict[str, Any]:
-        return {
-            "world_model": self.world_model,
-            "actor_critic": self.actor_critic,
-            "world_model_optimizer": self.world_model.optimizer,
-            "actor_critic_optimizer": self.actor_critic.optimizer,
-        }
-
     def save_checkpoint(self) -> Path:
         start = time.perf_counter()
-        state = self.checkpoint_state()
-        state.update({
-            "world_model_warmup": self.world_model.lr_warmup.state_dict(),
-            "actor_critic_warmup": self.actor_critic.lr_warmup.state_dict(),
-            "replay": self.replay.state_dict(),
-            "loop": asdict(self.state),
-            "acting": self.acting.state_dict(),
-            "env": self.env.state_dict(),
-            "observation": self.observation,
-            "rng": rng_state(),
-        })
-        path = checkpoint_path(self.run_dir)
-        save_atomic(self.fabric, path, state)
+        path = save_training_state(self.fabric, self.folder.checkpoint, self.parts, asdict(self.state),
+                                   self.observation)
         self.metrics.add({"time/checkpoint": time.perf_counter() - start})
         return path
 
-    def load_checkpoint(self, path: Path) -> None:
-        """Restore everything saved by :meth:`save_checkpoint` (modules and optimisers in place)."""
-        state = self.checkpoint_state()
-        remainder = self.fabric.load(path, state, weights_only=False)  # our own file: RNG states hold numpy arrays
-        self.world_model.lr_warmup.load_state_dict(remainder["world_model_warmup"])
-        self.actor_critic.lr_warmup.load_state_dict(remainder["actor_critic_warmup"])
-        self.replay.load_state_dict(remainder["replay"])
-        self.state = LoopState(**remainder["loop"])
-        self.acting.load_state_dict(remainder["acting"])
-        self.env.load_state_dict(remainder["env"])
-        self.observation = remainder["observation"]
-        set_rng_state(remainder["rng"])
+    def load_checkpoint(self, path: Path | None = None) -> None:
+        """Continue from the run folder's checkpoint (or ``path``): everything :meth:`save_checkpoint` saved."""
+        restored = load_training_state(self.fabric, path or self.folder.checkpoint, self.parts)
+        self.state = LoopState(**restored.loop)
+        self.observation = restored.observation
         self._last_log_step = self.state.step
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from drama.config import ConfigError
-from drama.evaluate import EVALUATIONS_DIR
+from drama.run import RunFolder
 from drama.scores import HUMAN_SCORES, RANDOM_SCORES, atari_game, baselines, human_normalized_score
 
 METRICS = ("mean", "median", "iqm")
@@ -48,9 +48,9 @@ def _load(path: Path) -> dict[str, Any]:
 
 def latest_evaluation(run_dir: Path) -> dict[str, Any]:
     """The run's latest evaluation: highest checkpoint step, greedy before sampled, then the newest file."""
-    files = sorted((run_dir / EVALUATIONS_DIR).glob("*.json"))
+    files = sorted(RunFolder(run_dir).evaluations.glob("*.json"))
     if not files:
-        raise ConfigError(f"{run_dir}: no evaluation results in {run_dir / EVALUATIONS_DIR} "
+        raise ConfigError(f"{run_dir}: no evaluation results in {RunFolder(run_dir).evaluations} "
                           f"(run drama evaluate {run_dir} first)")
     results = [_load(f) for f in files]
     return max(results, key=lambda r: (r.get("checkpoint_step", 0), r.get("policy") == "greedy",
@@ -212,15 +212,10 @@ def write_csvs(table: dict, aggs: dict, out: Path) -> tuple[Path, Path]:
 
 
 def _episode_returns(run_dir: Path) -> tuple[list[int], list[float]] | None:
-    from drama.tracking import run_client
+    from drama.tracking import Tracker
 
-    found = run_client(run_dir)
-    if found is None:
-        return None
-    client, run_id = found
-    history = client.get_metric_history(run_id, "episode/return")
-    history = sorted(history, key=lambda m: m.step)
-    return [m.step for m in history], [m.value for m in history]
+    tracker = Tracker.open(RunFolder(run_dir))
+    return None if tracker is None else tracker.metric_history("episode/return")
 
 
 def plot_learning_curves(results: list[dict[str, Any]], path: Path, window: int = 10) -> Path:

@@ -1,14 +1,14 @@
-"""MLflow tracking through Lightning's ``MLFlowLogger`` (STACK.md 3, 4).
+"""Tracking: the :class:`Tracker` through which the loop, ``drama evaluate`` and ``drama report`` reach a run's
+MLflow record, and the :class:`MetricAccumulator` that keeps metrics on the device between two logs.
 
-The default tracking store is a sqlite file inside the run directory (``<run_dir>/mlflow.db``) unless
-``MLFLOW_TRACKING_URI`` is set; artifacts (videos, images, evaluation results) go to ``<run_dir>/mlartifacts`` when
-the experiment is created there. MLflow >= 3.13 refuses the old ``./mlruns`` file store, so a URI is always
-passed explicitly. Metrics are accumulated between logs and written as one batch (one sqlite round trip).
+The record is found through the run folder's ``run.json`` (:class:`drama.run.RunFolder`); the store is the
+folder's sqlite file unless ``MLFLOW_TRACKING_URI`` is set, and artifacts go to the folder's ``mlartifacts/`` when
+the experiment is created there. MLflow 3 refuses the old ``./mlruns`` file store, so a URI is always passed.
 """
 
 from __future__ import annotations
 
-import os
+import time
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -16,25 +16,75 @@ from typing import Any
 
 import torch
 
-RUN_INFO_NAME = "run.json"
-"""File in a run folder holding its MLflow run id and tracking URI (read on resume, by evaluate and report)."""
+from drama.run import RunFolder
+
+_PARAMS_PER_BATCH = 100
+"""MLflow accepts at most 100 params per ``log_batch``."""
 
 
-def tracking_uri(run_dir: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<abs run_dir>/mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.resolve()}/mlflow.db"
-
-
-def make_logger(run_dir: Path, experiment: str, run_name: str, run_id: str | None = None):
-    """A Lightning ``MLFlowLogger`` for Fabric; ``run_id`` continues an existing run (resume)."""
+def _client(uri: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # mlflow/sqlalchemy deprecation chatter at import
-        from lightning.pytorch.loggers import MLFlowLogger
+        from mlflow.tracking import MlflowClient
 
-        logger = MLFlowLogger(experiment_name=experiment, run_name=run_name, tracking_uri=tracking_uri(run_dir),
-                              run_id=run_id, artifact_location=str((run_dir / "mlartifacts").resolve()))
-        _ = logger.experiment  # create the experiment and run now (fails early, not mid-run)
-    return logger
+        return MlflowClient(tracking_uri=uri)
+
+
+class Tracker:
+    """One run's MLflow record: params, metrics (batched), artifacts, metric histories and its final status."""
+
+    def __init__(self, client, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+
+    @classmethod
+    def start(cls, folder: RunFolder, experiment: str, resume: bool = False) -> Tracker:
+        """Create the run's record (or, with ``resume``, continue the one in ``run.json``) and write ``run.json``.
+        Connects now, so an unusable store fails before training starts."""
+        uri = folder.tracking_uri()
+        client = _client(uri)
+        info = folder.read_info() if resume else None
+        if info is not None:
+            run_id = info["mlflow_run_id"]
+            client.update_run(run_id, status="RUNNING")
+        else:
+            found = client.get_experiment_by_name(experiment)
+            experiment_id = found.experiment_id if found is not None else client.create_experiment(
+                experiment, artifact_location=str(folder.artifacts.resolve()))
+            run_id = client.create_run(experiment_id, run_name=folder.name).info.run_id
+        folder.write_info(run_id, uri)
+        return cls(client, run_id)
+
+    @classmethod
+    def open(cls, folder: RunFolder) -> Tracker | None:
+        """The record named by the folder's ``run.json``, or None without one."""
+        info = folder.read_info()
+        return None if info is None else cls(_client(info["tracking_uri"]), info["mlflow_run_id"])
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(key, str(value)) for key, value in params.items()]
+        for first in range(0, len(items), _PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[first:first + _PARAMS_PER_BATCH])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """All ``metrics`` at ``step`` in one round trip."""
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), timestamp, step) for k, v in metrics.items()])
+
+    def log_artifact(self, path: Path, artifact_path: str) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def metric_history(self, key: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of metric ``key``, by step."""
+        history = sorted(self.client.get_metric_history(self.run_id, key), key=lambda m: m.step)
+        return [m.step for m in history], [m.value for m in history]
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Mark the run ``FINISHED``, ``FAILED`` or ``KILLED``."""
+        self.client.set_terminated(self.run_id, status)
 
 
 class MetricAccumulator:
@@ -68,18 +118,3 @@ class MetricAccumulator:
         self.sums.clear()
         self.counts.clear()
         return out
-
-
-def run_client(run_dir: Path):
-    """``(MlflowClient, run_id)`` of the MLflow record of the run in ``run_dir``, or None without its run.json."""
-    import json
-
-    info_path = run_dir / RUN_INFO_NAME
-    if not info_path.is_file():
-        return None
-    info = json.loads(info_path.read_text())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # mlflow/sqlalchemy deprecation chatter at import
-        from mlflow.tracking import MlflowClient
-
-        return MlflowClient(tracking_uri=info["tracking_uri"]), info["mlflow_run_id"]

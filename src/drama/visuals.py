@@ -18,7 +18,6 @@ from tensordict import TensorDict
 from torch import Tensor
 
 from drama.imagination import imagine
-from drama.nn.heads import straight_through_sample
 
 if TYPE_CHECKING:
     from drama.world_model import WorldModel
@@ -82,7 +81,7 @@ def reconstruction_grid(world_model: WorldModel, observation: Tensor, columns: i
     picks = torch.linspace(0, observation.shape[0] - 1, min(columns, observation.shape[0])).round().long()
     frames = observation[picks].to(world_model.device)
     with world_model.evaluating(), world_model.autocast():
-        z = straight_through_sample(world_model.encode(frames)).flatten(-2)
+        z, _ = world_model.sample_posterior(frames)
         reconstruction = world_model.decode(z)
     top = side_by_side(*[f[None] for f in to_frames(frames)])[0]
     bottom = side_by_side(*[f[None] for f in to_frames(reconstruction)])[0]

@@ -106,9 +106,20 @@ class WorldModel(L.LightningModule):
         """Backbone input ``[z, one_hot(a)]`` from flat latents (..., latent_dim) and actions (...)."""
         return torch.cat([z, F.one_hot(action.long(), self.num_actions).to(z.dtype)], dim=-1)
 
+    def sample_posterior(self, observation: Tensor, max_frames: int | None = None) -> tuple[Tensor, Tensor]:
+        """Flat straight-through sample ``z_t ~ q(. | o_t)`` (..., latent_dim), float so gradients pass, and the
+        posterior logits (..., stoch, classes) it was drawn from (:meth:`encode`)."""
+        logits = self.encode(observation, max_frames=max_frames)
+        return straight_through_sample(logits).flatten(-2), logits
+
     def sample_prior(self, h: Tensor) -> Tensor:
         """Flat straight-through sample of ``p(z_{t+1} | h_t)``."""
         return straight_through_sample(self.prior_head(h)).flatten(-2)
+
+    def hidden_states(self, z: Tensor, action: Tensor) -> tuple[Tensor, TensorDict]:
+        """``h_t`` for every (z_t, a_t) of (B, L) sequences: one parallel backbone pass over ``[z, one_hot(a)]``
+        from a zero state -> (h (B, L, hidden), the backbone state after the last step)."""
+        return self.dynamics(self.embed(z, action))
 
     def predict_reward(self, h: Tensor) -> Tensor:
         """Decoded reward ``symexp(E[two-hot])`` of the action that ``h`` has read."""
@@ -140,12 +151,11 @@ class WorldModel(L.LightningModule):
         action = batch["action"].long()
         batch_size, length = action.shape
 
-        posterior_logits = self.encode(obs)  # q_t: (B, L, K, C)
-        z = straight_through_sample(posterior_logits).flatten(-2)  # (B, L, K*C), float (B1)
+        z, posterior_logits = self.sample_posterior(obs)  # z_t ~ q_t: (B, L, K*C), logits (B, L, K, C)
         reconstruction = upcast(self.decode(z))
         reconstruction_loss = (reconstruction - obs).pow(2).reshape(batch_size, length, -1).sum(-1).mean()
 
-        h, _ = self.dynamics(self.embed(z, action))  # h_t has read (z_t, a_t)
+        h, _ = self.hidden_states(z, action)  # h_t has read (z_t, a_t)
         prior_logits = self.prior_head(h)  # p_t predicts z_{t+1}
         reward_loss = self.two_hot.loss(self.reward_head(h), batch["reward"]).mean()
         termination_logit = upcast(self.termination_head(h).squeeze(-1))
@@ -198,15 +208,6 @@ class WorldModel(L.LightningModule):
         h, state = self.dynamics.step(self.embed(z_hat, action), state)
         h = upcast(h)
         return action, h, self.sample_prior(h), state
-
-    def imagine(self, context: TensorDict, policy: Callable[[Tensor], Tensor], horizon: int) -> TensorDict:
-        """Roll out ``horizon`` imagined steps from real context windows (SPEC 3.2, decision 3).
-
-        See :func:`drama.imagination.imagine`.
-        """
-        from drama.imagination import imagine
-
-        return imagine(self, context, policy, horizon)
 
 
 def _categorical_entropy(logits: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ import torch._inductor.config
 
 from conftest import tiny_config
 from drama.actor_critic import ActorCritic
+from drama.imagination import imagine
 from drama.nn.compile import compile_hot_paths, maybe_compile
 from drama.world_model import WorldModel
 from test_actor_critic import imagined_batch
@@ -109,7 +110,7 @@ def test_compiled_training_steps_equal_eager_in_float32(monkeypatch):
         context = random_batch(wm, batch=4, length=3)
         policy = ActorCritic(tiny_config().actor_critic, wm.feature_dim, 3, tiny_config().world_model.two_hot)
         torch.manual_seed(6)
-        imagined = wm.imagine(context, policy.act, horizon=3)
+        imagined = imagine(wm, context, policy.act, horizon=3)
         results[mode] = (wm_metrics, ac_metrics, wm.state_dict(), ac.state_dict(), imagined)
     eager, compiled = results["none"], results["default"]
     for eager_steps, compiled_steps in zip(eager[:2], compiled[:2], strict=True):
