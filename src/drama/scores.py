@@ -245,14 +245,6 @@ class Baseline:
         """Per-game human-normalised fractions computed with the unrounded constants."""
         return human_normalized_scores(self.scores)
 
-    def mean_human_normalized(self) -> float:
-        """Mean human-normalised fraction over the 26 games (unrounded constants)."""
-        return float(np.mean(list(self.human_normalized().values())))
-
-    def median_human_normalized(self) -> float:
-        """Median human-normalised fraction over the 26 games (unrounded constants)."""
-        return float(np.median(list(self.human_normalized().values())))
-
 
 _BASELINES_RESOURCE = ("resources", "baselines.csv")
 

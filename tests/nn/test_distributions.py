@@ -29,7 +29,7 @@ def test_symexp_inverts_symlog() -> None:
 # --- two-hot ---
 def test_paper_bins() -> None:
     th = SymlogTwoHot()
-    assert th.num_bins == 255
+    assert th.bins.numel() == 255
     assert th.bins[0].item() == pytest.approx(-20.0)
     assert th.bins[-1].item() == pytest.approx(20.0)
     widths = th.bins[1:] - th.bins[:-1]
@@ -78,7 +78,7 @@ def test_encode_expectation_equals_symlog_target() -> None:
 def test_encode_known_split_custom_bins() -> None:
     # SPEC B13: 11 bins over [-5, 5] -> integer bin centres; symlog target 2.3 is 70 % on bin 2, 30 % on bin 3
     th = SymlogTwoHot(bins=11, low=-5.0, high=5.0)
-    assert th.num_bins == 11
+    assert th.bins.numel() == 11
     torch.testing.assert_close(th.bins, torch.arange(-5.0, 6.0))
     enc = th.encode(symexp(torch.tensor([2.3], dtype=torch.float64)))
     expected = torch.zeros(1, 11, dtype=torch.float64)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drama.nn.heads import CategoricalHead, ScalarHead, mode_sample, straight_through_sample
+from drama.nn.heads import CategoricalHead, ScalarHead, straight_through_sample
 from drama.nn.norm import RMSNorm
 
 
@@ -119,17 +119,6 @@ def test_straight_through_sample_statistics() -> None:
     probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
     s = straight_through_sample(torch.log(probs).expand(20_000, 4).contiguous())
     torch.testing.assert_close(s.mean(0), probs, rtol=0, atol=0.02)
-
-
-def test_mode_sample_picks_argmax() -> None:
-    torch.manual_seed(3)
-    logits = torch.randn(5, 8, 11)
-    m = mode_sample(logits)
-    assert m.shape == logits.shape and m.dtype.is_floating_point
-    assert torch.equal(m.argmax(-1), logits.argmax(-1))
-    assert torch.equal(m.sum(-1), torch.ones(5, 8))
-    logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, -1.0, 2.9]])
-    assert torch.equal(mode_sample(logits), torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
 
 
 # --- scalar heads ---

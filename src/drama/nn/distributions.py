@@ -35,9 +35,6 @@ class SymlogTwoHot(nn.Module):
             raise ValueError(f"two-hot needs bins >= 2 and low < high, got {bins} bins over [{low}, {high}]")
         self.register_buffer("bins", torch.linspace(low, high, bins), persistent=False)
 
-    @property
-    def num_bins(self) -> int:
-        return self.bins.numel()
 
     def encode(self, target: Tensor) -> Tensor:
         """Two-hot weights (..., bins) of ``symlog(target)``, clipped to the bin range."""

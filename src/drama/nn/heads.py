@@ -43,11 +43,6 @@ def straight_through_sample(logits: Tensor) -> Tensor:
     return one_hot + probs - probs.detach()
 
 
-def mode_sample(logits: Tensor) -> Tensor:
-    """The most likely class of each categorical, one-hot (float)."""
-    return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
-
-
 class ScalarHead(nn.Module):
     """``layers`` x [Linear -> RMSNorm -> SiLU] then ``Linear(hidden -> out_dim)`` on h (SPEC 2.6).
 

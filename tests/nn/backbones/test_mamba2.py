@@ -8,14 +8,40 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from conftest import max_err as _max_err
 from conftest import random_state as _random_state
-from drama.nn.backbones.mamba2 import Mamba2Backbone, ssd_chunked, ssd_sequential
+from drama.nn.backbones.mamba2 import Mamba2Backbone, _check_shapes, ssd_chunked
+from drama.nn.norm import acc_dtype
 
 DT = torch.float64
 TOL = 1e-10
 SMALL = dict(d_model=16, n_layer=2, d_state=4, expand=2, headdim=8, ngroups=1, d_conv=4)
+
+
+def ssd_sequential(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int | None = None,
+                   initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Naive step-by-step recurrence with the signature of :func:`ssd_chunked`; the oracle of these tests.
+
+    ``H_t = exp(dt_t A) H_{t-1} + (dt_t x_t) ⊗ B_t``, ``y_t = H_t C_t``. ``chunk_size`` is ignored.
+    """
+    b, l, h, p, g, n = _check_shapes(x, dt, A, B, C)
+    acc = acc_dtype(x.dtype)
+    r = h // g
+    H = (torch.zeros(b, h, p, n, dtype=acc, device=x.device) if initial_state is None
+         else initial_state.to(acc))
+    Bh = B.to(acc).repeat_interleave(r, dim=2)  # (b, l, h, n)
+    Ch = C.to(acc).repeat_interleave(r, dim=2)
+    ys = []
+    for t in range(l):
+        dt_t = dt[:, t].to(acc)  # (b, h)
+        decay = torch.exp(dt_t * A.to(acc))
+        H = decay[..., None, None] * H + torch.einsum("bhp,bhn->bhpn", dt_t.unsqueeze(-1) * x[:, t].to(acc),
+                                                      Bh[:, t])
+        ys.append(torch.einsum("bhpn,bhn->bhp", H, Ch[:, t]))
+    y = torch.stack(ys, dim=1) if ys else x.new_zeros(b, 0, h, p, dtype=acc)
+    return y.to(x.dtype), H
 
 
 def _ssd_inputs(b: int, l: int, h: int, p: int, g: int, n: int, seed: int = 0):

@@ -119,30 +119,6 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     return y, H_final.reshape(b, h, p, n)
 
 
-def ssd_sequential(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int | None = None,
-                   initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Naive step-by-step recurrence with the signature of :func:`ssd_chunked`; the test oracle only.
-
-    ``H_t = exp(dt_t A) H_{t-1} + (dt_t x_t) ⊗ B_t``, ``y_t = H_t C_t``. ``chunk_size`` is ignored.
-    """
-    b, l, h, p, g, n = _check_shapes(x, dt, A, B, C)
-    acc = acc_dtype(x.dtype)
-    r = h // g
-    H = (torch.zeros(b, h, p, n, dtype=acc, device=x.device) if initial_state is None
-         else initial_state.to(acc))
-    Bh = B.to(acc).repeat_interleave(r, dim=2)  # (b, l, h, n)
-    Ch = C.to(acc).repeat_interleave(r, dim=2)
-    ys = []
-    for t in range(l):
-        dt_t = dt[:, t].to(acc)  # (b, h)
-        decay = torch.exp(dt_t * A.to(acc))
-        H = decay[..., None, None] * H + torch.einsum("bhp,bhn->bhpn", dt_t.unsqueeze(-1) * x[:, t].to(acc),
-                                                      Bh[:, t])
-        ys.append(torch.einsum("bhpn,bhn->bhp", H, Ch[:, t]))
-    y = torch.stack(ys, dim=1) if ys else x.new_zeros(b, 0, h, p, dtype=acc)
-    return y.to(x.dtype), H
-
-
 class Mamba2Mixer(Mixer):
     """One Mamba-2 mixer (``mamba_ssm/modules/mamba2.py: Mamba2``) with a parallel and a one-token path."""
 
