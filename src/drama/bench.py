@@ -243,7 +243,7 @@ def bench(config: str, overrides: list[str], compares: list[str], iterations: in
           threads: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Benchmark the config (first variant) and each ``--compare`` variant; returns the JSON-ready result."""
     from drama.device import resolve_device, resolve_precision
-    from drama.envs.spec import probe_env
+    from drama.envs.factory import probe_env
 
     if iterations < 1:
         raise ConfigError(f"--iterations={iterations} is invalid: must be a positive integer")

@@ -102,7 +102,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     from drama.build import build_models
-    from drama.envs.spec import probe_env
+    from drama.envs.factory import probe_env
     from drama.summary import parameter_counts
 
     spec = probe_env(cfg.env)

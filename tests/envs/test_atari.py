@@ -1,4 +1,5 @@
-"""Atari protocol (SPEC 1.1, decision 6), measured against a raw ALE env driven by hand with frameskip=1."""
+"""Atari protocol (64x64 RGB, action repeat with max-pool, life losses, no-op starts, reset seeding), measured
+against a raw ALE env driven by hand with frameskip=1."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 import torch
 
 from drama.config import EnvConfig
-from drama.envs.atari import MaxLast2FrameSkip, quiet_ale
+from drama.envs.atari import MaxLast2FrameSkip, channel_first, make_atari_base, make_atari_gym, quiet_ale
 from drama.envs.factory import make_env
+from drama.envs.gym import LifeLossInfo, ReseedReset
 
 SEED = 11
 
@@ -203,3 +205,56 @@ def test_noop_starts_are_bounded_deterministic_and_match_raw_frames():
         env.reset()
         off_counts.append(ale_of(env).ale.getEpisodeFrameNumber())
     assert off_counts == [0, 0]
+
+
+def gymnasium_stack(cfg: EnvConfig, seed: int) -> gym.Env:
+    """``make_atari_gym`` with gymnasium's ``AtariPreprocessing`` in place of the no-op, skip and resize wrappers."""
+    env = gym.wrappers.AtariPreprocessing(make_atari_base(cfg), noop_max=cfg.noop_max, frame_skip=cfg.action_repeat,
+                                          screen_size=64, terminal_on_life_loss=False, grayscale_obs=False,
+                                          scale_obs=False)
+    return ReseedReset(LifeLossInfo(channel_first(env)), seed, cfg.reseed)
+
+
+@pytest.mark.parametrize(("env_id", "max_frames", "steps"), [
+    ("ALE/Pong-v5", 321, 250),  # time-limit ends (truncated) every 81 steps
+    ("ALE/Breakout-v5", 108_000, 600),  # game overs (terminated) and life losses
+])
+def test_gymnasium_atari_preprocessing_differs_only_in_the_final_frame(env_id, max_frames, steps):
+    """Why make_atari_gym keeps its own wrappers (atari module docstring): on a fixed seed and action sequence,
+    gymnasium's AtariPreprocessing gives identical frames, rewards, terminated / truncated flags and life losses
+    at every reset and every step except the last step of an episode, whose frame it does not copy (stale)."""
+    cfg = EnvConfig(env_id, max_episode_frames=max_frames)
+    ours, theirs = make_atari_gym(cfg, SEED), gymnasium_stack(cfg, SEED)
+    assert np.array_equal(ours.reset()[0], theirs.reset()[0])
+    rng = np.random.default_rng(0)
+    ends = stale_ends = life_losses = reward_steps = 0
+    for t in range(steps):
+        a = int(rng.integers(ours.action_space.n))
+        obs, reward, terminated, truncated, info = ours.step(a)
+        obs2, reward2, terminated2, truncated2, info2 = theirs.step(a)
+        assert (reward, terminated, truncated) == (reward2, terminated2, truncated2), t
+        assert info["life_loss"].item() == info2["life_loss"].item(), t
+        life_losses += info["life_loss"].item()
+        reward_steps += reward != 0
+        if terminated or truncated:
+            ends += 1
+            stale_ends += not np.array_equal(obs, obs2)
+            assert np.array_equal(ours.reset()[0], theirs.reset()[0]), t
+        else:
+            assert np.array_equal(obs, obs2), t
+    assert ends >= 2 and reward_steps > 0, "no episode end or no reward: the test was vacuous"
+    assert stale_ends > 0, "AtariPreprocessing now returns the final frames too: adopt it (atari module docstring)"
+    if env_id == "ALE/Breakout-v5":
+        assert life_losses >= 2
+
+
+def test_gymnasium_atari_preprocessing_noops_repeat_under_same_reseed():
+    """Its no-op count is drawn from the emulator's np_random, reseeded by every seeded reset, in 1..noop_max:
+    with reseed=same each episode starts after the same number of no-ops (NoopReset's counts vary)."""
+    env = gymnasium_stack(EnvConfig("ALE/Pong-v5", noop_max=30), SEED)
+    counts = []
+    for _ in range(3):
+        env.reset()
+        counts.append(env.unwrapped.ale.getEpisodeFrameNumber())
+    assert len(set(counts)) == 1 and 1 <= counts[0] <= 30
+    assert len(set(noop_counts(SEED, resets=3)[0])) > 1

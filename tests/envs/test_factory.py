@@ -9,8 +9,7 @@ import torch
 from torchrl.envs.utils import check_env_specs
 
 from drama.config import ConfigError, EnvConfig
-from drama.envs.factory import make_env
-from drama.envs.spec import probe_env
+from drama.envs.factory import make_env, probe_env
 
 
 @pytest.mark.parametrize("evaluation", [False, True])

@@ -1,7 +1,8 @@
 import pytest
 
 from drama.config import ConfigError, EnvConfig
-from drama.envs.spec import EnvSpec, probe_env
+from drama.envs.factory import probe_env
+from drama.envs.spec import EnvSpec
 
 
 def test_atari_minimal_action_set_and_64x64_rgb():

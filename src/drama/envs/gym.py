@@ -1,4 +1,4 @@
-"""Generic gymnasium pieces of the env protocol (SPEC 1.1, 1.4, decision 6) and the TorchRL conversion.
+"""Generic gymnasium pieces of the env protocol (reset seeding, life-loss signal) and the TorchRL conversion.
 
 * :class:`ReseedReset` - the reset-seeding switch: ``same`` passes the run seed to every ``reset()`` (the
   reference ``SeedEnvWrapper``), ``sequence`` passes ``seed + k`` at the k-th reset.
