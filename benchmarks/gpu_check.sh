@@ -35,7 +35,7 @@ OUT=$(cd "$OUT" && pwd)
 : > "$OUT/steps.txt"
 START=$(date +%s)
 FAILED=0
-TINY="env.max_episode_frames=200 train.warmup_steps=20 train.batch_size=2 train.batch_length=8 \
+TINY="env.max_episode_frames=200 train.prefill_steps=20 train.batch_size=2 train.batch_length=8 \
 imagination.batch_size=8 imagination.context_length=4 imagination.horizon=4"
 
 step() {  # step NAME LIMIT_S COMMAND... : run with min(limit, what is left of the budget)

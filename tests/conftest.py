@@ -41,7 +41,7 @@ def _seed_and_threads():
 ROOT = Path(__file__).resolve().parents[1]
 # conf/debug.yaml made smaller still: 50-step Pong episodes (200 raw frames), a 60-row buffer that wraps around
 SMALL_DEBUG = [
-    "env.max_episode_frames=200", "replay.capacity=60", "train.warmup_steps=20", "train.batch_size=2",
+    "env.max_episode_frames=200", "replay.capacity=60", "train.prefill_steps=20", "train.batch_size=2",
     "train.batch_length=8", "imagination.batch_size=8", "imagination.context_length=4", "imagination.horizon=4",
     "train.log_every=10", "train.checkpoint_every=0", "runtime.progress=false",
 ]

@@ -111,7 +111,7 @@ def test_training_loop_and_evaluation_share_the_one_acting_step(monkeypatch, tmp
     monkeypatch.setattr(ActingContext, "act_and_observe", counting)
     from test_loop import make_loop
 
-    drama_loop, _, _ = make_loop(tmp_path, "train.total_steps=12", "train.warmup_steps=6")
+    drama_loop, _, _ = make_loop(tmp_path, "train.total_steps=12", "train.prefill_steps=6")
     drama_loop.run()
     assert len(calls) == 12 and calls[:6] == [True] * 6 and calls[6:] == [False] * 6
     assert "act_and_observe" in inspect.getsource(evaluate.play_episodes)

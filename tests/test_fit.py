@@ -129,7 +129,7 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, capsys):
         (["--config", DEBUG, "world_model.backbone.name=lstm"], "allowed: mamba2"),
         (["--config", DEBUG, "env.id=ALE/NoSuchGame-v5"], "env.id='ALE/NoSuchGame-v5'"),
         (["--config", DEBUG, "train.total_steps=-5"], "train.total_steps=-5"),
-        (["--config", DEBUG, "train.warmup_steps=-1"], "train.warmup_steps=-1"),
+        (["--config", DEBUG, "train.prefill_steps=-1"], "train.prefill_steps=-1"),
         (["--config", "no/such/file.yaml"], "config file not found"),
         (["--config", DEBUG, "--resume", "runs/x"], "not allowed with argument"),
         ([], "one of the arguments --config --resume is required"),

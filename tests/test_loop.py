@@ -56,7 +56,7 @@ def make_loop(tmp_path, *overrides: str) -> tuple[DramaLoop, list[int], list[int
 
 def test_schedule_warmup_ratios_and_freeze(tmp_path):
     loop, wm_steps, ac_steps = make_loop(
-        tmp_path, "train.total_steps=70", "train.warmup_steps=40", "train.learning_steps=60",
+        tmp_path, "train.total_steps=70", "train.prefill_steps=40", "train.learning_steps=60",
         "train.world_model_every=2", "train.world_model_updates=2", "train.actor_critic_every=5")
     state = loop.run()
     assert state.step == 70 and state.episodes == 2 and loop.env.resets == 3
@@ -73,7 +73,7 @@ def test_schedule_warmup_ratios_and_freeze(tmp_path):
 
 
 def test_acting_window_starts_after_warmup_and_is_cleared_at_episode_start(tmp_path):
-    loop, _, _ = make_loop(tmp_path, "train.total_steps=65", "train.warmup_steps=40", "train.learning_steps=41",
+    loop, _, _ = make_loop(tmp_path, "train.total_steps=65", "train.prefill_steps=40", "train.learning_steps=41",
                            "train.acting_context=16")
     loop.run()
     # the last reset was at step 60; the window holds only frames of the running episode (5 steps)
@@ -82,7 +82,7 @@ def test_acting_window_starts_after_warmup_and_is_cleared_at_episode_start(tmp_p
 
 
 def test_updates_are_skipped_while_no_window_fits(tmp_path):
-    loop, wm_steps, _ = make_loop(tmp_path, "train.total_steps=40", "train.warmup_steps=2",
+    loop, wm_steps, _ = make_loop(tmp_path, "train.total_steps=40", "train.prefill_steps=2",
                                   "train.batch_length=31", "train.actor_critic_every=1000")  # longer than any episode
     state = loop.run()
     assert wm_steps == [] and state.skipped_updates > 0
@@ -94,7 +94,7 @@ def test_ctrl_c_stops_between_iterations_and_saves_a_checkpoint(tmp_path):
 
     import pytest
 
-    loop, _, _ = make_loop(tmp_path, "train.total_steps=50", "train.warmup_steps=100")
+    loop, _, _ = make_loop(tmp_path, "train.total_steps=50", "train.prefill_steps=100")
     step = loop.env.step
 
     def step_then_interrupt(action):

@@ -143,7 +143,7 @@ class _Variant:
         loop = self.loop
         shapes = [(mode, *loop.batch_shape(mode)) for mode in ("world_model", "imagination")]
         limit = max(self.cfg.replay.capacity, 1)
-        while loop.state.step < self.cfg.train.warmup_steps or not all(
+        while loop.state.step < self.cfg.train.prefill_steps or not all(
                 loop.replay.ready(mode, size, length) for mode, size, length in shapes):
             if loop.state.step >= limit:
                 raise ConfigError(f"bench: after {limit} random env steps the replay (replay.capacity="
