@@ -56,12 +56,11 @@ def empirical(replay: Replay, mode: str, length: int, draws: int) -> torch.Tenso
     sampler, storage = replay.sampler, replay.storage
     saved = sampler.state_dict()
     hits = torch.zeros(replay.capacity)
-    with sampler.window(mode, length):
-        for _ in range(draws):
-            index, info = sampler.sample(storage, 1)
-            hits[info["start"]] += 1
-            if isinstance(sampler, DynamicFrequencySampler):
-                sampler.load_state_dict(saved)
+    for _ in range(draws):
+        index, info = sampler.draw(storage, 1, mode, length)
+        hits[info["start"]] += 1
+        if isinstance(sampler, DynamicFrequencySampler):
+            sampler.load_state_dict(saved)
     return hits
 
 
@@ -209,10 +208,12 @@ def test_empty_resets_counters_and_cursor_in_a_plain_torchrl_buffer():
     sampler = DynamicFrequencySampler(10)
     rb = ReplayBuffer(storage=LazyTensorStorage(10), sampler=sampler, writer=RoundRobinWriter())
     rb.extend(rows(0, 7))
-    with sampler.window("world_model", 3):
-        data = rb.sample(4)
+    index, _ = sampler.draw(rb.storage, 4, "world_model", 3)
+    data = rb.storage[index]
     assert data.shape == (4, 3) and (data["t"].diff(dim=1) == 1).all()
     assert sampler.c.sum() == 4 and sampler.cursor == 7
+    with pytest.raises(NotImplementedError, match="Replay.draw"):
+        rb.sample(4)  # no mode, no window length: the buffer's own sampling path is refused
     rb.empty()
     assert sampler.c.sum() == 0 and sampler.cursor == 0
 
@@ -281,5 +282,4 @@ def test_short_episodes_offer_no_start():
     with pytest.raises(RuntimeError, match="not ready"):
         replay.sample("world_model", 2, 7)
     sampler = UniformSampler(100)
-    with sampler.window("imagination", 7), pytest.raises(RuntimeError, match="valid starts"):
-        sampler.sample(replay.storage, 1)
+    assert sampler.draw(replay.storage, 1, "imagination", 7) is None

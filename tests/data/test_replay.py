@@ -198,8 +198,8 @@ def test_replay_read_equals_the_torchrl_buffer_read():
         replay.extend(rows(0, 100, ends={70}, pixels=True))
     for mode, batch, length in [("world_model", 4, 9), ("imagination", 16, 3)]:
         mine = a.sample(mode, batch, length)
-        with b.sampler.window(mode, length):
-            theirs, info = b.buffer.sample(batch, return_info=True)
+        index, info = b.sampler.draw(b.storage, batch, mode, length)
+        theirs = b.storage[index]  # the storage's own (advanced-indexing) read of the same windows
         assert theirs.batch_size == (batch, length)
         assert torch.equal(mine["start"][:, 0], info["start"])
         assert (mine.exclude("start") == theirs).all()
