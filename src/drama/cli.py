@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="argmax actions (default)")
     policy.add_argument("--sample", dest="greedy", action="store_false", help="actions sampled from the policy")
     evaluate.add_argument("--seed", type=int, default=None, help="episode k resets with seed S+k (default: run seed)")
-    evaluate.add_argument("--checkpoint", default=None, help="checkpoint file (default RUN_DIR/checkpoints/last.ckpt)")
+    evaluate.add_argument("--checkpoint", default=None, help="checkpoint file (default: the run's last checkpoint)")
     evaluate.add_argument("--video", action="store_true", help="record every episode as a GIF (MLflow artifact)")
     evaluate.add_argument("--device", default=None, help="torch device (default: the run's runtime.device)")
     evaluate.add_argument("--no-progress", dest="progress", action="store_false", help="no progress output")

@@ -1,9 +1,9 @@
 """Tracking: the :class:`Tracker` through which the loop, ``drama evaluate`` and ``drama report`` reach a run's
 MLflow record, and the :class:`MetricAccumulator` that keeps metrics on the device between two logs.
 
-The record is found through the run folder's ``run.json`` (:class:`drama.run.RunFolder`); the store is the
-folder's sqlite file unless ``MLFLOW_TRACKING_URI`` is set, and artifacts go to the folder's ``mlartifacts/`` when
-the experiment is created there. MLflow 3 refuses the old ``./mlruns`` file store, so a URI is always passed.
+The record is found through the run folder's run-info file (:attr:`drama.run.RunFolder.info`); the store is the
+folder's sqlite file unless ``MLFLOW_TRACKING_URI`` is set, and artifacts go to the folder's artifact directory
+when the experiment is created there. MLflow 3 refuses the old ``./mlruns`` file store, so a URI is always passed.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class Tracker:
 
     @classmethod
     def start(cls, folder: RunFolder, experiment: str, resume: bool = False) -> Tracker:
-        """Create the run's record (or, with ``resume``, continue the one in ``run.json``) and write ``run.json``.
+        """Create the run's record (or, with ``resume``, continue the one named in the run-info file) and write
+        the run-info file.
         Connects now, so an unusable store fails before training starts."""
         uri = folder.tracking_uri()
         client = _client(uri)
@@ -56,7 +57,7 @@ class Tracker:
 
     @classmethod
     def open(cls, folder: RunFolder) -> Tracker | None:
-        """The record named by the folder's ``run.json``, or None without one."""
+        """The record named by the folder's run-info file, or None without one."""
         info = folder.read_info()
         return None if info is None else cls(_client(info["tracking_uri"]), info["mlflow_run_id"])
 
