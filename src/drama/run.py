@@ -52,47 +52,34 @@ MODEL_KEYS = ("world_model", "actor_critic")
 """Checkpoint entries holding the two models' weights (all an agent needs to act)."""
 
 
+class _InFolder:
+    """A path inside the run folder, as an attribute of :class:`RunFolder`."""
+
+    def __init__(self, relative: str) -> None:
+        self.relative = relative
+
+    def __get__(self, folder: RunFolder | None, owner: type | None = None) -> Any:
+        return self if folder is None else folder.root / self.relative
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """The paths of one run folder (:mod:`drama.run` describes the layout)."""
 
     root: Path
 
+    config = _InFolder(CONFIG_FILE)
+    info = _InFolder(RUN_INFO_FILE)
+    checkpoint = _InFolder(CHECKPOINT_FILE)
+    mlflow_db = _InFolder(MLFLOW_DB_FILE)
+    artifacts = _InFolder(ARTIFACTS_DIR)
+    visuals = _InFolder(VISUALS_DIR)
+    evaluations = _InFolder(EVALUATIONS_DIR)
+    evaluation_videos = _InFolder(EVALUATION_VIDEOS_DIR)
+
     @property
     def name(self) -> str:
         return self.root.name
-
-    @property
-    def config(self) -> Path:
-        return self.root / CONFIG_FILE
-
-    @property
-    def info(self) -> Path:
-        return self.root / RUN_INFO_FILE
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / CHECKPOINT_FILE
-
-    @property
-    def mlflow_db(self) -> Path:
-        return self.root / MLFLOW_DB_FILE
-
-    @property
-    def artifacts(self) -> Path:
-        return self.root / ARTIFACTS_DIR
-
-    @property
-    def visuals(self) -> Path:
-        return self.root / VISUALS_DIR
-
-    @property
-    def evaluations(self) -> Path:
-        return self.root / EVALUATIONS_DIR
-
-    @property
-    def evaluation_videos(self) -> Path:
-        return self.root / EVALUATION_VIDEOS_DIR
 
     def artifact_path(self, path: Path) -> str:
         """The MLflow artifact folder of a file saved in this run folder: its folder relative to the root."""
