@@ -1,4 +1,4 @@
-"""Acting in the real environment (SPEC 3.1, decision 2 / B15).
+"""Acting in the real environment (docs/decisions.md, "Acting" and "re-encoded acting window").
 
 The policy sees the last ``length`` (16) frames and actions of the current episode *before* the current one:
 the world model runs its sequence model over them from a zero state, takes the last ``h_{t-1}``, samples a

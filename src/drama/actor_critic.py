@@ -1,4 +1,4 @@
-"""Actor-critic trained on imagined rollouts (SPEC 4.1, 4.3; decisions 2/B3, B5 and 3).
+"""Actor-critic trained on imagined rollouts (the reference's networks and losses; differences: docs/decisions.md).
 
 The actor reads VecNormalize-style standardised features; the critic is a symlog two-hot value head with a
 slow EMA copy. One :meth:`ActorCritic.training_step` is one optimiser step of the REINFORCE + two-hot value
@@ -41,11 +41,12 @@ OUTPUT_GAIN = 0.001
 
 
 class RunningNorm(nn.Module):
-    """Running mean/variance input standardisation (VecNormalize / ``RunningMeanStd``), SPEC 4.1 and B5.
+    """Running mean/variance input standardisation (the reference's VecNormalize / ``RunningMeanStd``).
 
     ``mean``, ``var`` and ``count`` are buffers (in ``state_dict``), initialised to 0, 1 and 1e-4. Calling the
     module only reads them: ``clip((x - mean) / sqrt(var + eps), -clip, clip)``. :meth:`update` merges a batch
-    with the parallel-variance formula of Chan et al.; the actor-critic calls it only in its training update.
+    with the parallel-variance formula of Chan et al.; the actor-critic calls it only in its training update
+    (docs/decisions.md, "drifting input normalisation").
     """
 
     mean: Tensor
@@ -90,7 +91,7 @@ class RunningNorm(nn.Module):
 
 
 def _mlp(in_dim: int, hidden: int, num_layers: int, out_dim: int) -> list[nn.Module]:
-    """``num_layers`` x [Linear -> RMSNorm -> SiLU] -> Linear, reference init (SPEC 4.1)."""
+    """``num_layers`` x [Linear -> RMSNorm -> SiLU] -> Linear; orthogonal init, gains sqrt(2) and 0.001 (output)."""
     layers = list(mlp(in_dim, hidden, num_layers, out_dim=out_dim, eps=NORM_EPS))
     linears = [m for m in layers if isinstance(m, nn.Linear)]
     for linear in linears[:-1]:
@@ -100,7 +101,7 @@ def _mlp(in_dim: int, hidden: int, num_layers: int, out_dim: int) -> list[nn.Mod
 
 
 class ActorCritic(L.LightningModule):
-    """Actor, critic and slow critic with manual optimisation (SPEC 4.1, 4.3).
+    """Actor, critic and slow critic with manual optimisation.
 
     ``actor`` is ``RunningNorm -> MLP -> logits``; its ``state_dict`` holds the normalisation buffers. The
     slow critic is a frozen deep copy of ``critic`` updated by EMA after every optimiser step and is not in
@@ -183,12 +184,13 @@ class ActorCritic(L.LightningModule):
         return self.optimizer
 
     def compute_losses(self, imagined: TensorDict, update_return_scale: bool = True) -> dict[str, Tensor]:
-        """The actor-critic losses of SPEC 4.3 on an imagined batch (no optimiser step).
+        """REINFORCE, two-hot value and slow-value losses and entropy on an imagined batch (no optimiser step).
 
         ``imagined`` (batch [B]): ``features`` (B, H+1, F) for s_0..s_H, ``action`` (B, H), ``reward``
-        (B, H) and ``termination`` (B, H) of the action at each index (decision 3). ``update_return_scale``
-        EMA-updates the percentile return scale from this batch's lambda-returns before computing the
-        advantage, as the training update does. ``loss/*`` keep their graph; the other entries are detached.
+        (B, H) and ``termination`` (B, H) of the action taken at each index (not of the one before it).
+        ``update_return_scale`` EMA-updates the percentile return scale from this batch's lambda-returns before
+        computing the advantage, as the training update does. ``loss/*`` keep their graph; the other entries
+        are detached.
         """
         cfg = self.cfg
         features = imagined["features"]
@@ -233,9 +235,9 @@ class ActorCritic(L.LightningModule):
     def training_step(self, imagined: TensorDict, *args: Any) -> dict[str, Tensor]:
         """One optimiser step on an imagined batch; returns detached scalar metrics (plus ``grad_norm``).
 
-        Order: update the actor's input normalisation from all H+1 states (B5), compute the losses, then
-        :func:`drama.nn.optim.optimizer_step` (backward through Fabric when set up, global grad-norm clip,
-        LaProp step, warm-up step), then the slow-critic EMA.
+        Order: update the actor's input normalisation from all H+1 states (the only place it is updated), compute
+        the losses, then :func:`drama.nn.optim.optimizer_step` (backward through Fabric when set up, global
+        grad-norm clip, LaProp step, warm-up step), then the slow-critic EMA.
         """
         if self.optimizer is None:
             self.configure_optimizers()

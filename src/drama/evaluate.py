@@ -1,6 +1,6 @@
 """``drama evaluate``: exactly N complete episodes of a trained agent under the evaluation protocol.
 
-Protocol (SPEC 1.2 and 1.4, decisions 2 and 6; fixing B9 and B14 of the reference):
+Protocol (docs/decisions.md, "Evaluation protocol"; the reference's evaluation defects it fixes are listed there):
 
 * the training env stack of the run (same action repeat, max-pool, resize, no sticky actions, no-op setting,
   time limit) **without the life-loss signal**; one env, episodes played one after another, so every one of the

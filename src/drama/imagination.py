@@ -1,13 +1,14 @@
-"""Imagination: rollouts of the policy inside the world model (SPEC 3.2, decisions 2 and 3).
+"""Imagination: rollouts of the policy inside the world model.
 
 1. Encode the C real context frames to posterior samples ``z_0..z_{C-1}``.
 2. One **parallel** backbone pass over ``(z_k, a_k)`` (real actions) gives ``h_0..h_{C-1}`` and the backbone
    state; the context is never recomputed per step.
 3. ``ẑ_C ~ p(. | h_{C-1})``; state ``s_0 = [ẑ_C, h_{C-1}]``.
 4. For j = 0..H-1: ``a'_j = policy(s_j)``; ``h_{C+j} = step([ẑ_{C+j}, a'_j])`` (float straight-through latents,
-   never truncated, B1); ``ẑ_{C+j+1} ~ p(. | h_{C+j})``; ``s_{j+1} = [ẑ_{C+j+1}, h_{C+j}]``.
+   never truncated to integers: docs/decisions.md, "integer latents"); ``ẑ_{C+j+1} ~ p(. | h_{C+j})``;
+   ``s_{j+1} = [ẑ_{C+j+1}, h_{C+j}]``.
 5. ``reward[j] = R(h_{C+j})`` and ``termination[j] = T(h_{C+j}) > 0``: both belong to the action ``a'_j`` taken
-   at index j (decision 3), for every backbone.
+   at index j, for every backbone (docs/decisions.md, "Imagined rewards belong to the action just taken").
 
 The output TensorDict (batch ``[B]``) holds ``features`` (B, H+1, latent+hidden) = ``s_0..s_H``, ``action``
 (B, H), ``reward`` (B, H), ``termination`` (B, H) bool, and ``context_latent`` (B, C, latent) = ``z_0..z_{C-1}``.

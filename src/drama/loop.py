@@ -1,4 +1,4 @@
-"""DramaLoop: the paper's schedule (SPEC 6.2) on Lightning Fabric; it owns no maths.
+"""DramaLoop: the paper's schedule (docs/decisions.md, "Training schedule") on Lightning Fabric; no maths here.
 
 One iteration: act (random during warm-up or with an empty acting window, else the policy on the cached
 window) -> env step -> store the row -> world-model update(s) -> imagination + actor-critic update(s) ->
@@ -99,7 +99,7 @@ class DramaLoop:
         return target is not None and len(returns) == 10 and sum(returns) / 10 >= target
 
     def learning(self) -> bool:
-        """Updates happen after the warm-up and up to ``learning_steps`` (SPEC 6.1)."""
+        """Updates happen after the warm-up and up to ``learning_steps``."""
         step = self.state.step
         return self.cfg.train.prefill_steps < step <= self.cfg.train.learning_steps
 

@@ -7,9 +7,9 @@ runs of one method on one game are its seeds.
 Outputs (in ``--out``):
 
 * ``report.md``: the per-game table (mean raw return over runs, with the random and human references and the
-  shipped baselines of SPEC Appendix C side by side) and the aggregate table: mean, median and IQM of
-  human-normalised scores with stratified-bootstrap 95% confidence intervals (rliable, Agarwal et al. 2021),
-  the baselines computed on the same games with the same unrounded constants;
+  baselines of the reference's ``atari_performance.csv`` side by side) and the aggregate table: mean, median and
+  IQM of human-normalised scores with stratified-bootstrap 95% confidence intervals (rliable, Agarwal et al.
+  2021), the baselines computed on the same games with the same unrounded constants;
 * ``scores.csv`` (per game and method) and ``aggregates.csv`` (per method and metric);
 * ``learning_curves.png``: training episode returns from each run's MLflow record, per game;
 * ``aggregates.png``: the interval estimates (rliable ``plot_interval_estimates``).
@@ -153,7 +153,8 @@ def markdown(table: dict, aggs: dict, results: list[dict[str, Any]], figures: li
     lines = ["# drama report", "", f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {len(results)} evaluation(s).",
              "", "## Per-game scores", "",
              "Mean raw return over runs (number of runs) / human-normalised score in %. Random and human "
-             "references are the standard unrounded scores; baselines are the rows of SPEC Appendix C.", ""]
+             "references are the standard unrounded scores; baselines are the rows of the reference's "
+             "atari_performance.csv.", ""]
     header = ["Game", "Random", "Human", *methods, *base]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for game in sorted(table):

@@ -1,4 +1,4 @@
-"""The lambda-return and the percentile return scale of the actor-critic (SPEC 4.2, 4.3; B3, decision 3)."""
+"""The lambda-return and the percentile return scale of the actor-critic."""
 
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ def lambda_return(
     """TD(lambda) returns ``G[0..H-1]`` of an imagined rollout.
 
     Args:
-        reward: (B, H) reward of the action taken at index t (decision 3).
+        reward: (B, H) reward of the action taken at index t (not of the one before it).
         termination: (B, H) termination of the action taken at index t, bool or {0, 1}.
         value: (B, H+1) values of the states s_0..s_H.
         gamma: discount per step.
         lambda_: the lambda of TD(lambda).
-        bootstrap: ``textbook`` (default, decision 2 / B3):
+        bootstrap: ``textbook`` (default; docs/decisions.md, "v[t] bootstrap"):
             ``G[t] = r[t] + gamma (1 - d[t]) ((1 - lambda) v[t+1] + lambda G[t+1])``; ``reference``: the
             STORM/DRAMA formula with ``v[t]`` in place of ``v[t+1]``. Both start from ``G[H] = v[H]``.
 
@@ -59,7 +59,7 @@ def lambda_return(
 
 
 class PercentileReturnScale(nn.Module):
-    """Return normalisation ``scale = max(1, U - L)`` with ``L``, ``U`` EMAs of return percentiles (SPEC 4.3).
+    """Return normalisation ``scale = max(1, U - L)`` with ``L``, ``U`` EMAs of return percentiles.
 
     ``low`` and ``high`` are buffers (checkpointed) that start at 0.0 with no bias correction. Each
     :meth:`update` takes the percentiles over all returns of the batch (:meth:`percentile`, the reference's

@@ -8,7 +8,8 @@ Reference scores
     and human for all 57 games) and ``reincarnating_rl/atari_scores.py`` of google-research/reincarnating_rl
     (random); also identical in the 26-game ``RANDOM_SCORES`` / ``HUMAN_SCORES`` dictionaries of public
     Atari 100k analysis scripts derived from the rliable colab. The reference implementation normalised with
-    the same numbers rounded to integers (SPEC 1.3, defect B14); this module never does.
+    the same numbers rounded to integers (docs/decisions.md, "rounded normalisation constants"); this module
+    never does.
 
 Human-normalised score
     ``(score - random) / (human - random)``, returned as a **fraction** (0 = random, 1 = human), as in
@@ -16,8 +17,8 @@ Human-normalised score
     "mean / median %" columns of papers and of :func:`baselines`.
 
 Baselines
-    :func:`baselines` loads the method rows of the reference's ``atari_performance.csv`` (SPEC Appendix C,
-    shipped as ``drama/resources/baselines.csv``): PPO, SimPLe, SPR, TWM, IRIS and DreamerV3 per-game scores
+    :func:`baselines` loads the method rows of the reference's ``atari_performance.csv`` (shipped
+    as ``drama/resources/baselines.csv``): PPO, SimPLe, SPR, TWM, IRIS and DreamerV3 per-game scores
     (rounded to integers as published there), the settings recorded in their row labels (frames, sticky
     actions, full action space) and their reported human-normalised mean / median in %, as given in the file.
     The file's rounded Random / Human rows are deliberately not shipped. Recomputing each method's mean and
@@ -87,7 +88,8 @@ ATARI_100K_GAMES: tuple[str, ...] = (
     "Seaquest",
     "UpNDown",
 )
-"""The 26 Atari 100k games, in the order of SPEC Appendix C (alphabetical). Names match the ALE v5 ids."""
+"""The 26 Atari 100k games, in the order of the reference's ``atari_performance.csv`` (alphabetical). Names match
+the ALE v5 ids."""
 
 ATARI_100K_ENV_IDS: Mapping[str, str] = MappingProxyType({g: f"ALE/{g}-v5" for g in ATARI_100K_GAMES})
 """Game name -> Gymnasium ALE v5 id (``"Pong"`` -> ``"ALE/Pong-v5"``)."""
@@ -224,7 +226,7 @@ def human_normalized_scores(scores: Mapping[str, float]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Baseline:
-    """One method row of SPEC Appendix C.
+    """One method row of the reference's ``atari_performance.csv``.
 
     ``scores`` are raw per-game scores (as published in the reference CSV, rounded to integers), keyed by
     the names of :data:`ATARI_100K_GAMES` in that order. ``sticky_actions`` / ``full_action_space`` are
@@ -281,7 +283,7 @@ def _load_baselines() -> dict[str, Baseline]:
 
 
 def baselines() -> dict[str, Baseline]:
-    """Published Atari 100k baselines of SPEC Appendix C, keyed by method.
+    """Published Atari 100k baselines of the reference's ``atari_performance.csv``, keyed by method.
 
     Methods, in file order: ``PPO``, ``SimPLe``, ``SPR``, ``TWM``, ``IRIS``, ``DreamerV3``. Returns a new
     dict each call (the :class:`Baseline` values are immutable and shared).

@@ -1,4 +1,4 @@
-"""Trainable-parameter counts by component (SPEC 2.10)."""
+"""Trainable-parameter counts by component."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The DRAMA world model as a LightningModule (SPEC 2).
+"""The DRAMA world model as a LightningModule.
 
 Batches are TensorDicts of shape (B, L) with keys
 
@@ -8,7 +8,7 @@ Batches are TensorDicts of shape (B, L) with keys
 * ``termination``: float or bool (B, L), the termination target of ``a_t`` (terminated or life lost).
 
 ``h_t`` (the sequence-model output after reading ``(z_t, a_t)``) predicts the prior of ``z_{t+1}``, ``r_t``
-and ``d_t``. The loss is SPEC 2.7:
+and ``d_t``. The loss is the reference's:
 
     total = recon + reward + termination + 1.0 * dynamics + 0.1 * representation
     dynamics       = max(1, mean KL(sg(q_{t+1}) || p_t))
@@ -36,7 +36,7 @@ from drama.nn.optim import build_optimizer, build_warmup, optimizer_step
 
 
 class WorldModel(L.LightningModule):
-    """Encoder, categorical latent, dynamics backbone, decoder, reward and termination heads (SPEC 2)."""
+    """Encoder, categorical latent, dynamics backbone, decoder, reward and termination heads."""
 
     def __init__(self, cfg: WorldModelConfig, obs_shape: tuple[int, ...], num_actions: int) -> None:
         super().__init__()
@@ -145,7 +145,7 @@ class WorldModel(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def compute_losses(self, batch: TensorDict) -> dict[str, Tensor]:
-        """All SPEC 2.7 terms for a (B, L) batch; ``loss/total`` carries the gradient."""
+        """All loss terms (module docstring) for a (B, L) batch; ``loss/total`` carries the gradient."""
         weights = self.cfg.loss
         obs = self.preprocess(batch["observation"])
         action = batch["action"].long()
@@ -184,7 +184,7 @@ class WorldModel(L.LightningModule):
         }
 
     def training_step(self, batch: TensorDict) -> dict[str, Tensor]:
-        """One LaProp step on the SPEC 2.7 loss (manual optimisation); returns detached metrics."""
+        """One LaProp step on the world-model loss (manual optimisation); returns detached metrics."""
         self.train()
         with self.autocast():
             losses = (self.loss_fn or self.compute_losses)(batch)
@@ -202,7 +202,7 @@ class WorldModel(L.LightningModule):
     # ------------------------------------------------------------------ imagination
     def imagination_step(self, policy: Callable[[Tensor], Tensor], feature: Tensor, z_hat: Tensor,
                          state: TensorDict) -> tuple[Tensor, Tensor, Tensor, TensorDict]:
-        """One imagined step (SPEC 3.2, step 4): ``a'_j = policy(s_j)``, ``h_{C+j} = step([ẑ_{C+j}, a'_j])``,
+        """One imagined step: ``a'_j = policy(s_j)``, ``h_{C+j} = step([ẑ_{C+j}, a'_j])``,
         ``ẑ_{C+j+1} ~ p(. | h_{C+j})``. Returns (action, h (float32 or wider), next ẑ, new backbone state)."""
         action = policy(feature)
         h, state = self.dynamics.step(self.embed(z_hat, action), state)

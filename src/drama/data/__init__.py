@@ -1,4 +1,4 @@
-"""Replay buffer and window-start samplers (SPEC 5)."""
+"""Replay buffer and window-start samplers (DFS and uniform)."""
 
 from drama.data.dfs import MODES, DynamicFrequencySampler, UniformSampler, WindowSampler
 from drama.data.replay import Replay, make_sampler

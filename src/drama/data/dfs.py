@@ -1,23 +1,23 @@
-"""Window-start samplers of the replay buffer: DFS (SPEC 5) and the uniform STORM ablation.
+"""Window-start samplers of the replay buffer: dynamic frequency-based sampling (DFS) and the uniform STORM ablation.
 
 Both are :class:`torchrl.data.replay_buffers.samplers.Sampler` subclasses that draw window **starts** (storage
 slots) and return the index of every row of each window, shape ``(batch, length)``; TorchRL's tensor storage reads
 that into a ``(batch, length)`` TensorDict.
 
-Valid starts (SPEC 5.6, decisions 2 and 4, B6). Storage slots are ordered chronologically from the ring buffer's
-write position: before the buffer is full the oldest row is slot 0; afterwards it is the slot the writer will
-overwrite next. A start ``i`` with window length ``L`` is valid iff
+Valid starts (docs/decisions.md, "Windows stay inside one episode" and "ring-buffer wrap"). Storage slots are
+ordered chronologically from the ring buffer's write position: before the buffer is full the oldest row is slot
+0; afterwards it is the slot the writer will overwrite next. A start ``i`` with window length ``L`` is valid iff
 
 * its ``L`` rows are chronologically consecutive, i.e. the window never straddles the write position, and
 * none of its rows ``i .. i+L-2`` is the last row of an episode (``episode_end``: terminated or truncated).
 
-The last row of a window may end an episode (SPEC 10.2, last point: such a start is kept; the imagination context
-then ends on a real terminal row, whose termination the caller can read from the context). Life-loss rows
+The last row of a window may end an episode (such a start is kept; the imagination context then ends on a real
+terminal row, whose termination the caller can read from the context). Life-loss rows
 (``termination`` without ``episode_end``) may appear anywhere. Probabilities are normalised over valid starts only.
 
 The sampler follows the writer through :meth:`mark_update`, which :class:`~torchrl.data.RoundRobinWriter` calls with
 the written slots (in write order) on every write: it records the next write position and, for DFS, zeroes the
-counters of the (over)written slots (B6). Its state (counters, write position) is part of ``state_dict`` and
+counters of the (over)written slots. Its state (counters, write position) is part of ``state_dict`` and
 ``dumps``, so a restored buffer samples exactly as the original.
 
 Windows are drawn with :meth:`WindowSampler.draw` (mode and length as arguments, one pass over the stored rows),
@@ -117,7 +117,7 @@ class WindowSampler(Sampler):
 
     # ------------------------------------------------------------------ drawing
     def can_draw(self, valid_starts: int, batch_size: int) -> bool:
-        """The one readiness rule (SPEC 10.2): a batch needs at least ``batch_size`` valid starts, in every mode
+        """The one readiness rule: a batch needs at least ``batch_size`` valid starts, in every mode
         and for every sampler (DFS draws distinct starts; the uniform sampler follows the same rule)."""
         return valid_starts >= batch_size >= 1
 
@@ -194,7 +194,7 @@ class UniformSampler(WindowSampler):
 
 
 class DynamicFrequencySampler(WindowSampler):
-    """Dynamic frequency-based sampling of window starts (SPEC 5.2, 5.3, 5.6).
+    """Dynamic frequency-based sampling of window starts.
 
     Two counters per slot: ``c`` (drawn as a world-model start) and ``m`` (drawn as an imagination start).
 
@@ -203,7 +203,7 @@ class DynamicFrequencySampler(WindowSampler):
       ``p = softmax(score / imagination_tau)``; the drawn starts' ``m`` is incremented.
 
     A batch holds distinct starts (``torch.multinomial(..., replacement=False)``). Counters of (over)written slots
-    are reset to zero (B6).
+    are reset to zero.
 
     Args:
         capacity: number of storage slots.
@@ -211,7 +211,7 @@ class DynamicFrequencySampler(WindowSampler):
         imagination_tau: imagination temperature (sample counts).
         alpha: imagination-count penalty.
         beta: penalty on ``max(0, c - m~)``.
-        rate_scale: ``s = imagination batch / world-model batch`` (SPEC 5.1).
+        rate_scale: ``s = imagination batch / world-model batch``.
         episode_end_key: storage key of the episode-end flag.
     """
 
@@ -271,7 +271,7 @@ class DynamicFrequencySampler(WindowSampler):
         return drawn
 
     def mark_update(self, index: int | Tensor, *, storage: Storage | None = None) -> None:
-        """Zero both counters of the written slots (B6) and follow the write position."""
+        """Zero both counters of the written slots and follow the write position."""
         flat = torch.as_tensor(index).reshape(-1)
         self.c[flat] = 0
         self.m[flat] = 0

@@ -63,7 +63,7 @@ class Replay:
     Args:
         cfg: capacity and sampler settings.
         world_model_batch: world-model batch size B (windows); with ``imagination_batch`` it sets the DFS rate
-            scale ``s = imagination_batch / world_model_batch`` (SPEC 5.1).
+            scale ``s = imagination_batch / world_model_batch``.
         imagination_batch: imagination batch size (context windows).
         generator: the RNG of every draw. It becomes part of the buffer's state (``state_dict``, ``dumps``); with
             ``None`` a private generator is seeded from the global torch RNG, so runs stay reproducible under
@@ -115,20 +115,20 @@ class Replay:
             raise ValueError(f"rows must have one batch dimension, got batch size {tuple(rows.batch_size)}")
         rows = rows.to(self.device)
         if EPISODE_END_KEY not in rows.keys():
-            raise KeyError(f"rows must carry {EPISODE_END_KEY!r} (terminated or truncated, SPEC 1.4)")
+            raise KeyError(f"rows must carry {EPISODE_END_KEY!r} (terminated or truncated)")
         n = rows.batch_size[0]
         for first in range(0, n, self.capacity):  # a write never wraps over itself
             self.buffer.extend(rows[first : first + self.capacity])
 
     def num_valid_starts(self, length: int) -> int:
-        """Number of valid window starts of ``length`` rows (SPEC 5.6)."""
+        """Number of valid window starts of ``length`` rows (chronological, inside one episode)."""
         if len(self) == 0:
             return 0
         return self.sampler.num_valid_starts(self.storage, length)
 
     def ready(self, mode: str, batch: int, length: int) -> bool:
         """Whether ``sample(mode, batch, length)`` can draw (the sampler's one rule: at least ``batch`` valid
-        starts, SPEC 10.2)."""
+        starts)."""
         _check_mode(mode)
         return self.sampler.can_draw(self.num_valid_starts(length), batch)
 

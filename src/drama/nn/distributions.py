@@ -1,4 +1,4 @@
-"""symlog / symexp, the symlog two-hot distribution, and categorical KL with free bits (SPEC 2.3, 2.7)."""
+"""symlog / symexp, the symlog two-hot distribution, and categorical KL with free bits."""
 
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ def symexp(x: Tensor) -> Tensor:
 
 
 class SymlogTwoHot(nn.Module):
-    """Two-hot distribution over ``bins`` equally spaced symlog-space bins in [low, high] (SPEC 2.7, B13).
+    """Two-hot distribution over ``bins`` equally spaced symlog-space bins in [low, high].
 
     ``loss(logits, target)`` is the cross-entropy against the two-hot encoding of ``symlog(target)``; targets
     outside the range are clipped to it (not asserted). ``decode(logits)`` is ``symexp(sum softmax * bins)``.
+    The bins follow the arguments (docs/decisions.md, "hard-coded two-hot bins").
     """
 
     def __init__(self, bins: int = 255, low: float = -20.0, high: float = 20.0) -> None:
@@ -69,7 +70,7 @@ def categorical_kl(p_logits: Tensor, q_logits: Tensor) -> Tensor:
 
 
 def free_bits_kl(kl: Tensor, free_bits: float, mode: str = "batch") -> Tensor:
-    """Free bits on a KL tensor (B, T) summed over variables (SPEC 2.7, B4).
+    """Free bits on a KL tensor (B, T) summed over variables.
 
     ``batch`` (reference, default): ``max(free_bits, mean_{B,T} KL)``. ``step`` (DreamerV3): ``mean max(free_bits,
     KL)``.

@@ -1,4 +1,4 @@
-"""Observation encoders and decoders (SPEC 2.2, 2.4; vector observations SPEC 2.11).
+"""Observation encoders and decoders: the reference's CNNs for pixels, MLPs for vector observations.
 
 Pixels: a conv encoder (kernel 5 'same', stride 1 then 2, BatchNorm2d, SiLU) from 3x64x64 in [0, 1] to a
 flat feature, and a mirrored transposed-conv decoder that reconstructs the frame from the posterior latent
@@ -18,7 +18,7 @@ from drama.nn.mlp import mlp
 
 
 class ConvEncoder(nn.Module):
-    """Five (by default) Conv2d -> BatchNorm2d -> SiLU layers; channels ``depth * mults`` (SPEC 2.2).
+    """Five (by default) Conv2d -> BatchNorm2d -> SiLU layers; channels ``depth * mults``.
 
     The first layer has stride 1, the others stride 2: 64 -> 64 -> 32 -> 16 -> 8 -> 4 for the defaults.
     """
@@ -49,7 +49,7 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """Linear -> 4x4 map -> BatchNorm2d -> SiLU, then transposed convs mirroring the encoder (SPEC 2.4).
+    """Linear -> 4x4 map -> BatchNorm2d -> SiLU, then transposed convs mirroring the encoder.
 
     Hidden transposed convs use stride 2 (kernel 5, padding 2, output padding 1); the last one uses stride 1
     down to ``out_channels`` and a sigmoid, so the output is in [0, 1].
@@ -91,7 +91,7 @@ def set_memory_format(module: ConvEncoder | ConvDecoder, channels_last: bool) ->
 
 
 class MLPEncoder(nn.Module):
-    """Vector observation (N, D) -> (N, hidden) feature (SPEC 2.11)."""
+    """Vector observation (N, D) -> (N, hidden) feature."""
 
     def __init__(self, obs_dim: int, hidden: int = 256, layers: int = 2) -> None:
         super().__init__()
@@ -104,7 +104,7 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """Latent (N, latent_dim) -> reconstructed vector observation (N, D); no output squashing (SPEC 2.11)."""
+    """Latent (N, latent_dim) -> reconstructed vector observation (N, D); no output squashing."""
 
     def __init__(self, latent_dim: int, obs_dim: int, hidden: int = 256, layers: int = 2) -> None:
         super().__init__()

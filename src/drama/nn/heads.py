@@ -1,6 +1,7 @@
 """Latent heads (32x32 categoricals, 1 % unimix, straight-through samples) and reward/termination heads.
 
-SPEC 2.3 (``DistHead``) and 2.6 (``RewardHead``, ``TerminationHead``).
+The reference's ``DistHead`` is :class:`CategoricalHead`; its ``RewardHead`` and ``TerminationHead`` are
+:class:`ScalarHead`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from drama.nn.mlp import mlp
 
 
 class CategoricalHead(nn.Module):
-    """``Linear(in -> stoch*classes)`` logits, reshaped to (..., stoch, classes), with unimix (SPEC 2.3).
+    """``Linear(in -> stoch*classes)`` logits, reshaped to (..., stoch, classes), with unimix.
 
     ``probs = (1 - unimix) * softmax(logits) + unimix / classes`` and the returned logits are ``log(probs)``.
     (The reference divides by the number of categoricals; both are 32 at the paper configuration, and
@@ -36,7 +37,10 @@ class CategoricalHead(nn.Module):
 
 
 def straight_through_sample(logits: Tensor) -> Tensor:
-    """One-hot sample of each categorical plus ``probs - stopgrad(probs)`` (SPEC 2.3); stays float (B1)."""
+    """One-hot sample of each categorical plus ``probs - stopgrad(probs)``.
+
+    The sample stays float: it is never truncated to integers (docs/decisions.md, "integer latents").
+    """
     probs = F.softmax(logits, dim=-1)
     index = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).reshape(probs.shape[:-1])
     one_hot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
@@ -44,7 +48,7 @@ def straight_through_sample(logits: Tensor) -> Tensor:
 
 
 class ScalarHead(nn.Module):
-    """``layers`` x [Linear -> RMSNorm -> SiLU] then ``Linear(hidden -> out_dim)`` on h (SPEC 2.6).
+    """``layers`` x [Linear -> RMSNorm -> SiLU] then ``Linear(hidden -> out_dim)`` on h.
 
     The reward head has ``out_dim`` = two-hot bins; the termination head one logit.
     """

@@ -1,4 +1,4 @@
-"""Weight initialisations of the reference (SPEC 2.6, 2.9, 4.1)."""
+"""Weight initialisations of the reference."""
 
 from __future__ import annotations
 

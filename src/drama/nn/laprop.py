@@ -1,4 +1,4 @@
-"""LaProp (Ziyin, Wang and Ueda, 2020) exactly as the DRAMA/STORM reference runs it (SPEC 2.8, 4.3).
+"""LaProp (Ziyin, Wang and Ueda, 2020) exactly as the DRAMA/STORM reference runs it.
 
 LaProp divides the gradient by the root of its running second moment *first* and then takes momentum of that
 normalised gradient, so momentum and adaptivity are decoupled. For every parameter, at step t with the

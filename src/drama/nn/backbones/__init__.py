@@ -1,7 +1,7 @@
 """Dynamics backbones behind one interface (:class:`~drama.nn.backbones.base.Backbone`).
 
-``world_model.backbone.name`` picks one: ``mamba2`` (default), ``mamba`` (Mamba-1), ``gru`` or ``transformer``
-(SPEC 2.5). Each module is imported only when its backbone is built.
+``world_model.backbone.name`` picks one: ``mamba2`` (default), ``mamba`` (Mamba-1), ``gru`` or ``transformer``.
+Each module is imported only when its backbone is built.
 """
 
 from __future__ import annotations

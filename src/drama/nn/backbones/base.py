@@ -1,4 +1,4 @@
-"""The one dynamics-backbone interface (ARCHITECTURE.md "Backbone").
+"""The one dynamics-backbone interface (docs/design.md, "Architecture").
 
 A backbone maps the embedded world-model input ``[z_t, one_hot(a_t)]`` (B, L, D_in) to ``h`` (B, L, D_h) in
 one parallel pass, and advances one token at a time with :meth:`Backbone.step`. Its recurrent state is a

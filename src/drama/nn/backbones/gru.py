@@ -1,4 +1,4 @@
-"""GRU dynamics backbone, a simple recurrent baseline behind the backbone interface (SPEC.md §2.5).
+"""GRU dynamics backbone, a simple recurrent baseline behind the backbone interface.
 
 The stem is the Mamba backbones' one: ``Linear(input_dim -> d_model, bias)`` (zeroed bias) -> RMSNorm
 (eps 1e-6, computed in at least float32) -> SiLU. A multi-layer ``nn.GRU(d_model, d_model, n_layer)`` follows,

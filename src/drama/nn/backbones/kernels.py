@@ -1,4 +1,4 @@
-"""Optional mamba-ssm fast path for the Mamba backbones (``world_model.backbone.impl``; STACK.md §5).
+"""Optional mamba-ssm fast path for the Mamba backbones (``world_model.backbone.impl``).
 
 mamba-ssm has no CPU path: importing it needs its CUDA extension. So nothing here imports ``mamba_ssm`` unless
 a kernel call is about to run on a CUDA tensor:

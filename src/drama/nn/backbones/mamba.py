@@ -1,4 +1,4 @@
-"""Mamba-1 dynamics backbone (SPEC.md §2.5 "Mamba (v1)"), pure PyTorch with an optional mamba-ssm kernel path.
+"""Mamba-1 dynamics backbone, pure PyTorch with an optional mamba-ssm kernel path.
 
 The residual stack is :class:`~drama.nn.backbones.mixer_model.MixerModel`; the mixer mirrors
 ``mamba_ssm/modules/mamba_simple.py: Mamba``: ``in_proj`` -> [x, z]; depthwise causal conv + SiLU on x;
@@ -7,7 +7,7 @@ The residual stack is :class:`~drama.nn.backbones.mixer_model.MixerModel`; the m
     h_t = exp(Δ_t A) ⊙ h_{t-1} + (Δ_t x_t) B_t,    y_t = h_t C_t + D x_t,
 
 with S4D-real ``A = -[1..d_state]`` per channel; gating ``y · SiLU(z)``; ``out_proj``. At the paper shape
-(d_model 512, expand 2, d_state 16, dt_rank 32) a layer has 1,695,232 parameters (SPEC 2.10).
+(d_model 512, expand 2, d_state 16, dt_rank 32) a layer has 1,695,232 parameters.
 
 The recurrent state is ``{"conv": (B, n_layer, d_conv - 1, d_inner), "ssm": (B, n_layer, d_inner, d_state)}``.
 The pure-PyTorch scan is a sequential loop over time (like mamba-ssm's ``selective_scan_ref``): a chunked
@@ -142,7 +142,7 @@ class MambaMixer(Mixer):
 
 
 class MambaBackbone(MixerModel):
-    """DRAMA's Mamba-1 dynamics model (SPEC.md §2.5): stem, ``n_layer`` Mamba blocks, final RMSNorm."""
+    """DRAMA's Mamba-1 dynamics model: stem, ``n_layer`` Mamba blocks, final RMSNorm."""
 
     def __init__(self, input_dim: int, d_model: int = 512, n_layer: int = 2, d_state: int = 16, expand: int = 2,
                  d_conv: int = 4, dt_rank: int | None = None, impl: str = "auto") -> None:

@@ -1,5 +1,5 @@
-"""Mamba-2 dynamics backbone (SPEC.md §2.5 "Mamba-2 (default)", STACK.md §7), pure PyTorch with an optional
-mamba-ssm kernel path (:mod:`drama.nn.backbones.kernels`).
+"""Mamba-2 dynamics backbone (DRAMA's default), pure PyTorch with an optional mamba-ssm kernel path
+(:mod:`drama.nn.backbones.kernels`).
 
 The residual stack is :class:`~drama.nn.backbones.mixer_model.MixerModel`; the mixer mirrors
 ``mamba_ssm/modules/mamba2.py: Mamba2``: ``in_proj`` -> [z, xBC, dt]; depthwise causal conv + SiLU on xBC ->
@@ -27,7 +27,7 @@ from drama.nn.norm import RMSNorm, acc_dtype, rms_norm
 def _segsum(a: Tensor) -> Tensor:
     """Segment sums ``out[..., i, j] = sum_{m=j+1..i} a[..., m]`` for ``i >= j`` and ``-inf`` for ``i < j``.
 
-    Built as a masked cumulative sum (STACK.md §7): never ``exp`` of a positive difference, so neither
+    Built as a masked cumulative sum: never ``exp`` of a positive difference, so neither
     overflow nor ``inf * 0`` NaN gradients. ``a`` (..., T) -> (..., T, T).
     """
     T = a.size(-1)
@@ -52,7 +52,7 @@ def _check_shapes(x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
 
 def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
                 initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Chunked SSD scan (STACK.md §7; Dao & Gu 2024, Listing 1), an exact regrouping of the recurrence
+    """Chunked SSD scan (Dao & Gu 2024, Listing 1), an exact regrouping of the recurrence
     ``H_t = exp(dt_t A) H_{t-1} + (dt_t x_t) ⊗ B_t``, ``y_t = H_t C_t`` (the ``D x`` skip is not included).
 
     Args:
@@ -220,7 +220,7 @@ class Mamba2Mixer(Mixer):
 
 
 class Mamba2Backbone(MixerModel):
-    """DRAMA's Mamba-2 dynamics model (SPEC.md §2.5): stem, ``n_layer`` Mamba-2 blocks, final RMSNorm."""
+    """DRAMA's Mamba-2 dynamics model: stem, ``n_layer`` Mamba-2 blocks, final RMSNorm."""
 
     def __init__(self, input_dim: int, d_model: int = 512, n_layer: int = 2, d_state: int = 16,
                  expand: int = 2, headdim: int = 64, ngroups: int = 1, d_conv: int = 4,

@@ -1,5 +1,5 @@
-"""The residual stack that wraps DRAMA's Mamba mixers (``mamba_ssm/models/mixer_seq_simple.py: MixerModel``,
-SPEC.md §2.5), shared by Mamba-2 and Mamba-1:
+"""The residual stack that wraps DRAMA's Mamba mixers (``mamba_ssm/models/mixer_seq_simple.py: MixerModel``),
+shared by Mamba-2 and Mamba-1:
 
 * stem ``Linear(input_dim -> d_model, bias)`` -> RMSNorm (eps 1e-6) -> SiLU;
 * ``n_layer`` "add then norm" blocks without MLP (``block.py: Block``): ``residual <- x + residual`` (kept in

@@ -1,8 +1,8 @@
-"""Transformer dynamics backbone with a real key/value cache (SPEC.md §2.5 "Transformer", §2.9, §3.3).
+"""Transformer dynamics backbone with a real key/value cache.
 
 Inherited from STORM (``sub_models/transformer_model.py: StochasticTransformerKVCache`` and
-``sub_models/attention_blocks.py``), with the same parameter layout (5,059,584 parameters at the paper shape,
-SPEC.md §2.10) and PyTorch default init (§2.9):
+``sub_models/attention_blocks.py``), with the same parameter layout (5,059,584 parameters at the paper shape)
+and PyTorch default init:
 
 * stem ``Linear(input_dim -> d_model, no bias) -> LayerNorm -> ReLU -> Linear(no bias) -> LayerNorm``;
 * a learned position embedding ``Embedding(max_length, d_model)`` added at the absolute position, then
@@ -12,10 +12,10 @@ SPEC.md §2.10) and PyTorch default init (§2.9):
   (``w_1``, ``w_2`` with bias, dropout) then ``LayerNorm(residual + out)``. ``h`` is the last block's output.
 
 Unlike the reference, which caches each layer's *input features* and re-projects the whole cache at every
-step (SPEC.md §3.3, B15), the recurrent state holds the *projected* keys and values, a TensorDict
-``{"k": (B, n_layer, T, heads, d_k), "v": (B, n_layer, T, heads, d_k)}`` of the ``T`` tokens read so far
-(``T = 0`` in the initial state). The next token sits at position ``T``; reading past ``max_length`` tokens
-raises a ``ValueError``. ``L`` calls of :meth:`TransformerBackbone.step` equal one
+step (docs/decisions.md, "re-projected Transformer cache"), the recurrent state holds the *projected* keys and
+values, a TensorDict ``{"k": (B, n_layer, T, heads, d_k), "v": (B, n_layer, T, heads, d_k)}`` of the ``T``
+tokens read so far (``T = 0`` in the initial state). The next token sits at position ``T``; reading past
+``max_length`` tokens raises a ``ValueError``. ``L`` calls of :meth:`TransformerBackbone.step` equal one
 :meth:`TransformerBackbone.forward` (dropout is active in training mode only).
 """
 
@@ -95,7 +95,7 @@ class AttentionBlock(nn.Module):
 
 
 class TransformerBackbone(Backbone):
-    """DRAMA's Transformer dynamics model (SPEC.md §2.5): stem, position embedding, ``n_layer`` post-LN
+    """DRAMA's Transformer dynamics model: stem, position embedding, ``n_layer`` post-LN
     attention blocks, with a cache of projected keys and values as its recurrent state."""
 
     def __init__(self, input_dim: int, d_model: int = 512, n_layer: int = 2, heads: int = 8, ffn_dim: int = 1024,
