@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-BOOTSTRAPS = ("textbook", "reference")
+from drama.config import BOOTSTRAPS
+
 """Allowed ``bootstrap`` modes of :func:`lambda_return`."""
 
 

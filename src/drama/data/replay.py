@@ -15,7 +15,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyTensorStorage, ReplayBuffer, RoundRobinWriter
 
-from drama.config import ReplayConfig
+from drama.config import SAMPLERS, ReplayConfig
 from drama.data.dfs import EPISODE_END_KEY, DynamicFrequencySampler, UniformSampler, WindowSampler, _check_mode
 
 
@@ -34,7 +34,7 @@ def make_sampler(cfg: ReplayConfig, world_model_batch: int, imagination_batch: i
         )
     if cfg.sampler == "uniform":
         return UniformSampler(cfg.capacity)
-    raise ValueError(f"replay.sampler must be dfs or uniform, got {cfg.sampler!r}")
+    raise ValueError(f"replay.sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}")
 
 
 def resolve_replay_device(name: str, training_device: torch.device, row_bytes: int, capacity: int) -> torch.device:

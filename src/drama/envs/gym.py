@@ -13,9 +13,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from drama.config import ConfigError, EnvConfig
+from drama.config import RESEED_MODES, ConfigError, EnvConfig
 
-RESEED_MODES = ("same", "sequence")
 LIFE_LOSS_KEY = "life_loss"
 
 

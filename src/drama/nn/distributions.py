@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from drama.config import FREE_BITS_MODES
+
 
 def upcast(x: Tensor) -> Tensor:
     """``x`` in at least float32 (half/bfloat16 -> float32; float64 stays float64)."""
@@ -79,4 +81,4 @@ def free_bits_kl(kl: Tensor, free_bits: float, mode: str = "batch") -> Tensor:
         return torch.clamp(kl.mean(), min=free_bits)
     if mode == "step":
         return torch.clamp(kl, min=free_bits).mean()
-    raise ValueError(f"free_bits mode must be 'batch' or 'step', got {mode!r}")
+    raise ValueError(f"free_bits mode must be one of {', '.join(FREE_BITS_MODES)}, got {mode!r}")

@@ -126,3 +126,10 @@ def test_bf16_weights() -> None:
     h, state = model(torch.randn(2, 4, IN, dtype=torch.bfloat16), state)
     h_t, state = model.step(torch.randn(2, IN, dtype=torch.bfloat16), state)
     assert h.dtype == h_t.dtype == torch.bfloat16 and torch.isfinite(h_t.float()).all()
+
+
+def test_every_configurable_backbone_has_one_builder():
+    from drama.config import BACKBONES
+    from drama.nn.backbones import BUILDERS
+
+    assert tuple(BUILDERS) == BACKBONES

@@ -25,6 +25,8 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor
 
+from drama.config import BACKBONE_IMPLS
+
 
 @functools.cache
 def _import_error() -> str | None:
@@ -61,7 +63,7 @@ def use_kernels(impl: str, x: Tensor) -> bool:
             raise RuntimeError(f"backbone impl=kernel: {error}")
         return True
     if impl != "auto":
-        raise ValueError(f"unknown backbone impl {impl!r} (allowed: auto, torch, kernel)")
+        raise ValueError(f"unknown backbone impl {impl!r} (allowed: {', '.join(BACKBONE_IMPLS)})")
     if not x.is_cuda:
         return False
     error = _import_error()
