@@ -11,7 +11,7 @@ The model is the paper's (``conf/atari.yaml``: hidden 512, 2 layers, Pong 3x64x6
 ``world_model.backbone.name`` switched per backbone, in float32 (no autocast, as ``benchmarks/update_step.py``).
 For every backbone and every sequence length L, at a fixed batch B (default 2 on CPU, 16 on CUDA):
 
-* ``world_model_update``: one full world-model update at B x L (encoder, backbone, decoder, heads, SPEC 2.7
+* ``world_model_update``: one full world-model update at B x L (encoder, backbone, decoder, heads, world-model
   loss, backward, gradient clip, LaProp step: ``WorldModel.training_step``, exactly as in update_step.py);
 * ``sequence_model``: forward + backward of the backbone alone on random input (B, L, D_in), D_in =
   latent + actions, with a gradient into the input as in the world model. At paper width the CNN

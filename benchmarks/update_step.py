@@ -7,7 +7,7 @@ Usage (from the repository root, after installing the package):
 
 Shapes (the model is always the paper's 7.16 M-parameter Mamba-2 world model unless overridden):
 
-* ``paper``: world-model batch 16 x 128; imagination 1024 contexts of 8, horizon 16 (SPEC 6.1);
+* ``paper``: world-model batch 16 x 128; imagination 1024 contexts of 8, horizon 16 (the paper's settings);
 * ``small``: world-model batch 4 x 32; imagination 64 contexts of 8, horizon 16.
 
 Prints one JSON object per (shape, phase) line and a final JSON summary; ``--out`` also writes the summary.

@@ -1,4 +1,5 @@
-"""Acting window (SPEC 3.1, B15): frames encoded once and cached; same result as re-encoding."""
+"""Acting window (docs/decisions.md, "re-encoded acting window"): frames encoded once and cached; same result as
+re-encoding."""
 
 from __future__ import annotations
 

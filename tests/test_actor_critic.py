@@ -1,4 +1,5 @@
-"""Actor-critic networks, losses and optimisation (SPEC 4.1, 4.3; B5)."""
+"""Actor-critic networks, losses and optimisation; the input normalisation (docs/decisions.md, "drifting input
+normalisation")."""
 
 from __future__ import annotations
 

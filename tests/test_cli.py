@@ -1,4 +1,4 @@
-"""`drama info`: resolved config, parameter counts (SPEC 2.10), one-line errors with exit code 2."""
+"""`drama info`: resolved config, the paper model's parameter counts, one-line errors with exit code 2."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_parameter_counts_with_18_actions(capsys):
     ("transformer", 5_059_584, 8_477_539),
 ])
 def test_paper_parameter_counts_per_backbone(capsys, backbone, dynamics, total):
-    """SPEC 2.10: the world model with each paper backbone (A = 6)."""
+    """The paper's parameter counts of the world model with each backbone (A = 6 actions)."""
     out, counts = info(capsys, f"world_model.backbone.name={backbone}")
     assert f"name: {backbone}" in out
     assert counts["dynamics"] == dynamics and counts["world_model_total"] == total

@@ -1,4 +1,5 @@
-"""Imagination (SPEC 3.2, decisions 2 and 3): alignment, state carry, no context recomputation."""
+"""Imagination: reward / termination alignment (docs/decisions.md, "Imagined rewards belong to the action just
+taken"), float latents ("integer latents"), state carry, no context recomputation."""
 
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def test_context_is_one_parallel_pass_then_float_latent_steps():
     out = imagine(wm, context(wm, 4, 8), policy, horizon=5)
     assert backbone.parallel_lengths == [8]  # never recomputed per step
     assert len(backbone.step_inputs) == 5
-    for x in backbone.step_inputs:  # B1: float straight-through latents reach the step, never truncated
+    for x in backbone.step_inputs:  # float straight-through latents reach the step, never truncated ("integer latents")
         assert x.dtype.is_floating_point
         latent = x[:, : wm.latent_dim].reshape(4, cfg.world_model.stoch_dim, cfg.world_model.class_dim)
         torch.testing.assert_close(latent.sum(-1), torch.ones(4, cfg.world_model.stoch_dim))

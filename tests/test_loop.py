@@ -1,4 +1,4 @@
-"""DramaLoop schedule (SPEC 6) with a scripted env and tiny real models."""
+"""DramaLoop schedule (docs/design.md, "One env step") with a scripted env and tiny real models."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""lambda-return and percentile return scale (SPEC 4.2, 4.3)."""
+"""lambda-return (docs/decisions.md, "v[t] bootstrap") and percentile return scale ("return-scale percentiles")."""
 
 from __future__ import annotations
 

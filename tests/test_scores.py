@@ -1,4 +1,5 @@
-"""Atari 100k reference scores, human-normalised scores and the shipped Appendix C baselines."""
+"""Atari 100k reference scores, human-normalised scores and the shipped baseline rows of the reference's score
+table (atari_performance.csv, without its rounded Random / Human rows)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from drama.scores import (
     human_normalized_scores,
 )
 
-# SPEC Appendix C: the reference's rounded Random / Human rows, in game order.
+# The reference's rounded Random / Human rows (its atari_performance.csv), in game order.
 APPENDIX_C_RANDOM = [228, 6, 222, 210, 14, 2360, 0, 2, 811, 10780, 152, 0, 65, 258, 1027, 29, 52, 1598, 258, 307,
                      -21, 25, 164, 12, 68, 533]  # fmt: skip
 APPENDIX_C_HUMAN = [7128, 1720, 742, 8503, 753, 37188, 12, 30, 7388, 35829, 1971, 30, 4335, 2412, 30826, 303, 3035,

@@ -1,4 +1,4 @@
-"""World model: shapes, losses of SPEC 2.7, optimisation step, and an overfit check on real Pong frames."""
+"""World model: shapes, the world-model losses, optimisation step, and an overfit check on real Pong frames."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_free_bits_on_the_batch_mean_switch_the_kl_terms_off():
     losses = wm.compute_losses(random_batch(wm))
     assert losses["loss/dynamics"] == 1000 and losses["loss/representation"] == 1000
     losses["loss/total"].backward()
-    # only the KL terms reach the prior head, and they are clipped: no gradient (SPEC 2.7, B4)
+    # only the KL terms reach the prior head, and they are clipped: no gradient (free bits on the batch-mean KL)
     assert wm.prior_head.linear.weight.grad is None or wm.prior_head.linear.weight.grad.abs().sum() == 0
 
 

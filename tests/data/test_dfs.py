@@ -1,4 +1,5 @@
-"""Window-start samplers: DFS probabilities and counters (SPEC 5.2, 5.3), valid starts (SPEC 5.6, decision 4, B6)."""
+"""Window-start samplers: DFS probabilities and counters, valid starts (docs/decisions.md, "Windows stay inside
+one episode" and "ring-buffer wrap")."""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def test_imagination_frequencies_follow_the_score_softmax(sampler, alpha, beta):
         replay.sampler.c[:] = torch.tensor(IMG_C)
         replay.sampler.m[:] = torch.tensor(IMG_M)
     scores = []
-    for c, m in zip(IMG_C, IMG_M, strict=True):  # SPEC 5.3, by hand
+    for c, m in zip(IMG_C, IMG_M, strict=True):  # the imagination-start score, by hand
         m_tilde = m / 4.0
         if c >= m_tilde:
             score = (1 - beta) * c - (alpha - beta) * m_tilde

@@ -1,4 +1,5 @@
-"""Compiled hot paths (runtime.compile) and bf16 autocast: one graph each, same losses as eager (issue 11)."""
+"""Compiled hot paths (runtime.compile) and bf16 autocast: one graph each, same losses as eager
+(docs/decisions.md, "no-op compile")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""symlog / symexp, the symlog two-hot distribution and categorical KL with free bits (SPEC 2.7, B4, B13)."""
+"""symlog / symexp, the symlog two-hot distribution (bins from the constructor: docs/decisions.md, "hard-coded
+two-hot bins") and categorical KL with free bits on the batch-mean KL, as in the reference."""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def test_encode_expectation_equals_symlog_target() -> None:
 
 
 def test_encode_known_split_custom_bins() -> None:
-    # SPEC B13: 11 bins over [-5, 5] -> integer bin centres; symlog target 2.3 is 70 % on bin 2, 30 % on bin 3
+    # bins follow the constructor, not a hard-coded +-20: 11 bins over [-5, 5] -> integer bin centres;
+    # symlog target 2.3 is 70 % on bin 2, 30 % on bin 3
     th = SymlogTwoHot(bins=11, low=-5.0, high=5.0)
     assert th.bins.numel() == 11
     torch.testing.assert_close(th.bins, torch.arange(-5.0, 6.0))

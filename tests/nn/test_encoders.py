@@ -1,4 +1,5 @@
-"""Conv / MLP encoders and decoders and the fan-avg truncated-normal init (SPEC 2.2, 2.4, 2.9, 2.10, 2.11)."""
+"""Conv / MLP encoders and decoders (MLPs for vector observations), their paper parameter counts and the
+fan-avg truncated-normal init."""
 
 from __future__ import annotations
 

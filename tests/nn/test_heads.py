@@ -1,4 +1,4 @@
-"""Latent categorical heads, straight-through sampling and the reward / termination heads (SPEC 2.3, 2.6)."""
+"""Latent categorical heads, straight-through sampling and the reward / termination heads."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def test_categorical_head_output_shape() -> None:
 
 
 def test_categorical_head_uses_pytorch_default_init() -> None:
-    # SPEC 2.3 / 2.9: DistHead keeps PyTorch defaults (uniform +-1/sqrt(in)), not the zero-bias weight_init
+    # as in the reference, the latent heads keep PyTorch defaults (uniform +-1/sqrt(in)), not the zero-bias
+    # weight_init
     torch.manual_seed(0)
     head = CategoricalHead(512)
     bound = 1.0 / math.sqrt(512)
@@ -79,7 +80,7 @@ def test_straight_through_sample_forward_is_one_hot_float() -> None:
     logits = torch.randn(4, 6, 32, 32) * 3
     s = straight_through_sample(logits)
     assert s.shape == logits.shape
-    assert s.dtype.is_floating_point  # SPEC B1: never integer
+    assert s.dtype.is_floating_point  # never integer (docs/decisions.md, "integer latents")
     assert s.dtype == logits.dtype
     torch.testing.assert_close(s.amax(-1), torch.ones(4, 6, 32), rtol=0, atol=1e-6)
     torch.testing.assert_close(s.sum(-1), torch.ones(4, 6, 32), rtol=0, atol=1e-5)

@@ -1,4 +1,4 @@
-"""LaProp optimiser, linear warm-up, device / precision policy and the manual optimisation step (SPEC 2.8)."""
+"""LaProp optimiser, linear warm-up, device / precision policy and the manual optimisation step."""
 
 from __future__ import annotations
 

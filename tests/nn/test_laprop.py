@@ -1,4 +1,5 @@
-"""LaProp against its formula, written here as explicit sums over the past steps (SPEC 2.8, issue 10)."""
+"""The authors' LaProp against its formula, written here as explicit sums over the past steps (docs/decisions.md,
+"LaProp" in "Modelling choices we keep")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""RMSNorm: the reference's eps and float32 normalisation under any autocast dtype (issue 10)."""
+"""RMSNorm: the reference's eps and float32 normalisation under any autocast dtype (docs/decisions.md,
+the RMSNorm rows of "Modelling choices we keep")."""
 
 from __future__ import annotations
 

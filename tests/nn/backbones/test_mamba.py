@@ -1,4 +1,4 @@
-"""Mamba-1 backbone (SPEC.md §2.5 "Mamba (v1)"): the selective scan against its closed form, step/parallel
+"""Mamba-1 backbone: the selective scan against its closed form, step/parallel
 parity, state continuation, gradients, the paper parameter count and init."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Mamba-2 backbone (SPEC.md §2.5) and chunked SSD (STACK.md §7): exactness against the sequential
-recurrence, step/parallel parity, state continuation, gradients, parameter count and init."""
+"""Mamba-2 backbone and its chunked SSD scan (Dao & Gu 2024, an exact regrouping of the recurrence): exactness
+against the sequential recurrence, step/parallel parity, state continuation, gradients, parameter count and init."""
 
 from __future__ import annotations
 

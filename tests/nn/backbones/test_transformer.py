@@ -1,5 +1,6 @@
-"""Transformer backbone (SPEC.md §2.5, §2.10, §3.3): parameter count, causality, the key/value cache,
-step/parallel parity, continuation from a cache, dropout, gradients and bf16 autocast."""
+"""Transformer backbone (STORM's): parameter count, causality, the key/value cache of projected keys and values
+(docs/decisions.md, "re-projected Transformer cache"), step/parallel parity, continuation from a cache, dropout,
+gradients and bf16 autocast."""
 
 from __future__ import annotations
 
