@@ -11,6 +11,7 @@ import torch
 
 from conftest import SMALL_DEBUG as SMALL
 from drama.cli import main
+from drama.run import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "conf/debug.yaml")
@@ -82,7 +83,7 @@ def test_paper_config_starts_on_cpu(tmp_path, capsys):
 
 
 def _checkpoint(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    return read_checkpoint(run_dir / "checkpoints/last.ckpt")
 
 
 def _assert_identical(a, b, path="") -> int:

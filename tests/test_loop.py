@@ -11,6 +11,7 @@ from drama.data.replay import Replay
 from drama.envs.runner import StepResult
 from drama.envs.spec import EnvSpec
 from drama.loop import DramaLoop
+from drama.run import read_checkpoint
 
 EPISODE = 30  # every episode terminates after 30 steps; a life is lost at step 10 of each
 
@@ -107,6 +108,6 @@ def test_ctrl_c_stops_between_iterations_and_saves_a_checkpoint(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         loop.run()
     assert loop.state.step == 7  # the iteration in flight was completed, nothing after it
-    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    saved = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert saved["loop"]["step"] == 7 and len(saved["replay"]["_storage"]["_storage"]["action"]) == 7
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored

@@ -1,20 +1,47 @@
-"""The run folder: one layout, run.json, and the agent loader's refusals."""
+"""The run folder: one layout, run.json, the checkpoint file (round trip, damage, fallback) and the agent
+loader."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import struct
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from tensordict import TensorDict, TensorDictBase
 
+from conftest import tiny_config
+from drama.acting import ActingContext
+from drama.build import build_models
 from drama.config import ConfigError, load_config
-from drama.run import RunFolder, load_agent
+from drama.data.replay import Replay
+from drama.envs.spec import EnvSpec
+from drama.run import (
+    CHECKPOINT_HEADER,
+    CHECKPOINT_MAGIC,
+    CHECKPOINT_VERSION,
+    TRAINING_STATE_KEYS,
+    CheckpointError,
+    RunFolder,
+    TrainingParts,
+    load_agent,
+    load_training_state,
+    newest_good_checkpoint,
+    read_checkpoint,
+    save_training_state,
+)
 
 
 def test_layout_is_relative_to_the_root(tmp_path):
     folder = RunFolder(tmp_path / "run")
     assert folder.name == "run"
     paths = {name: getattr(folder, name) for name in
-             ("config", "info", "checkpoint", "mlflow_db", "artifacts", "visuals", "evaluations", "evaluation_videos")}
+             ("config", "info", "checkpoint", "previous_checkpoint", "mlflow_db", "artifacts", "visuals", "evaluations",
+              "evaluation_videos")}
     assert all(path.is_relative_to(folder.root) for path in paths.values())
     assert len(set(paths.values())) == len(paths)
     assert folder.artifact_path(folder.evaluation_videos / "x.gif") == "evaluations/videos"
@@ -44,3 +71,206 @@ def test_load_agent_refuses_what_is_not_a_run(tmp_path):
         load_agent(tmp_path)
     with pytest.raises(ConfigError, match="no checkpoint at"):
         load_agent(tmp_path, checkpoint=Path(tmp_path / "other.ckpt"))
+
+
+# ---------------------------------------------------------------------- the checkpoint file
+def _parts(seed: int) -> TrainingParts:
+    """Tiny models with stepped optimisers, a part-filled replay, an acting window and an env state, all from
+    ``seed`` (different seeds: different contents everywhere)."""
+    torch.manual_seed(seed)
+    cfg = tiny_config("train.batch_size=2", "train.batch_length=3", "imagination.batch_size=4",
+                      "imagination.context_length=3", "replay.capacity=16")
+    world_model, actor_critic = build_models(cfg, EnvSpec((4,), 3))
+    for module in (world_model, actor_critic):
+        module.configure_optimizers()
+        for parameter in module.parameters():
+            parameter.grad = torch.randn_like(parameter)
+        module.optimizer.step()
+        module.lr_warmup.step()
+    replay = Replay(cfg.replay, 2, 4, generator=torch.Generator().manual_seed(seed))
+    n = 10 + seed
+    ends = torch.arange(n) % 7 == 6
+    replay.extend(TensorDict(observation=torch.randn(n, 4), action=torch.randint(3, (n,)), reward=torch.randn(n),
+                             termination=ends, episode_end=ends.clone(), batch_size=[n]))
+    replay.sample("world_model", 2, 3)  # moves the sampler's counters and generator
+    acting = ActingContext(world_model, actor_critic, 4)
+    acting.latents.extend(torch.randn(2, world_model.latent_dim).unbind())
+    acting.actions.extend([seed, 2])
+    return TrainingParts(world_model, actor_critic, replay, acting, _Env(seed))
+
+
+class _Env:
+    def __init__(self, seed: int) -> None:
+        self.state = {"before_reset": {"seed": seed, "resets": seed + 1}, "episode_actions": [seed, 1]}
+
+    def state_dict(self) -> dict:
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = dict(state)
+
+
+def _save(folder: RunFolder, seed: int = 0) -> dict:
+    """Save ``_parts(seed)`` as the folder's checkpoint; returns what was saved."""
+    parts = _parts(seed)
+    loop, observation = {"step": 40 + seed, "returns": [1.0 * seed]}, torch.randn(4)
+    save_training_state(None, folder.checkpoint, parts, loop, observation)
+    return read_checkpoint(folder.checkpoint)
+
+
+def _assert_identical(a, b, path: str = "") -> int:
+    """Recursively compare checkpoint trees bitwise; returns the number of tensors and arrays compared."""
+    if isinstance(a, TensorDictBase):
+        a, b = a.to_dict(), b.to_dict()
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
+        return 1
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        return sum(_assert_identical(a[k], b[k], f"{path}.{k}") for k in a)
+    if isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        return sum(_assert_identical(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True)))
+    if isinstance(a, np.ndarray):
+        assert np.array_equal(a, b), path
+        return 1
+    assert a == b, path
+    return 0
+
+
+def _one_line_error(path: Path, *needles: str) -> None:
+    with pytest.raises(CheckpointError) as caught:
+        read_checkpoint(path)
+    message = str(caught.value)
+    assert isinstance(caught.value, ConfigError) and "\n" not in message and str(path) in message, message
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_save_load_round_trip_is_bitwise_and_writes_only_the_run_folder(tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile reads TMPDIR again
+    folder = RunFolder(tmp_path / "run")
+    saved = _save(folder, seed=0)
+    assert set(saved) == set(TRAINING_STATE_KEYS)
+    assert [p.name for p in folder.checkpoint.parent.iterdir()] == ["last.ckpt"]
+    head = folder.checkpoint.read_bytes()[:CHECKPOINT_HEADER.size]
+    magic, version, length, digest = CHECKPOINT_HEADER.unpack(head)
+    assert (magic, version) == (CHECKPOINT_MAGIC, CHECKPOINT_VERSION)
+    assert length == folder.checkpoint.stat().st_size - CHECKPOINT_HEADER.size
+    assert digest == hashlib.sha256(folder.checkpoint.read_bytes()[CHECKPOINT_HEADER.size:]).digest()
+
+    other = _parts(seed=1)  # different weights, optimiser moments, rows, counters, window and env state
+    torch.manual_seed(99)
+    restored = load_training_state(None, folder.checkpoint, other)
+    assert restored.loop == {"step": 40, "returns": [0.0]} and torch.equal(restored.observation, saved["observation"])
+    assert restored.checkpoint == folder.checkpoint
+    again = RunFolder(tmp_path / "again")
+    save_training_state(None, again.checkpoint, other, restored.loop, restored.observation)
+    assert _assert_identical(saved, read_checkpoint(again.checkpoint)) > 50  # the RNG states included
+
+    first = folder.checkpoint.read_bytes()
+    _save(folder, seed=2)  # the second save keeps the first as previous.ckpt
+    assert sorted(p.name for p in folder.checkpoint.parent.iterdir()) == ["last.ckpt", "previous.ckpt"]
+    assert folder.previous_checkpoint.read_bytes() == first
+    assert read_checkpoint(folder.checkpoint)["loop"]["step"] == 42
+    assert list(scratch.iterdir()) == []
+
+
+def _damage(path: Path, how: str) -> tuple[str, ...]:
+    """Damage checkpoint ``path`` in place; returns words the error message must contain."""
+    data = bytearray(path.read_bytes())
+    size = CHECKPOINT_HEADER.size
+    if how == "empty":
+        path.write_bytes(b"")
+        return ("empty",)
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+        return ("truncated", "payload bytes")
+    if how == "truncated header":
+        path.write_bytes(data[:20])
+        return ("truncated", "header")
+    if how == "random":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+        return ("not a drama checkpoint",)
+    if how == "plain torch.save":
+        path.write_bytes(data[size:])
+        return ("not a drama checkpoint", "plain torch.save")
+    if how == "magic":
+        data[:8] = b"DRAMAXXX"
+    elif how == "version":
+        data[8:12] = struct.pack("<I", CHECKPOINT_VERSION + 1)
+        path.write_bytes(data)
+        return ("format version 2",)
+    elif how == "flipped tensor byte":
+        # inside the replay's stored observations: far from any pickle or zip structure
+        observation = read_checkpoint(path)["replay"]["_storage"]["_storage"]["observation"]
+        offset = bytes(data).index(observation.numpy().tobytes())
+        data[offset + 5] ^= 0x01
+        path.write_bytes(data)
+        return ("damaged", "SHA-256")
+    elif how == "appended":
+        data += b"\0"
+        path.write_bytes(data)
+        return ("damaged", "unexpected bytes")
+    path.write_bytes(data)
+    return ("not a drama checkpoint",)
+
+
+DAMAGES = ["empty", "truncated", "truncated header", "random", "plain torch.save", "magic", "version",
+           "flipped tensor byte", "appended"]
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_damaged_checkpoint_raises_one_line_naming_the_file(tmp_path, how):
+    folder = RunFolder(tmp_path / "run")
+    _save(folder)
+    needles = _damage(folder.checkpoint, how)
+    _one_line_error(folder.checkpoint, *needles)
+    with pytest.raises(CheckpointError, match="no good checkpoint"):  # no previous.ckpt to fall back on
+        newest_good_checkpoint(folder)
+
+
+def test_the_previous_checkpoint_is_the_fallback_when_the_last_is_damaged(tmp_path, capsys):
+    folder = RunFolder(tmp_path / "run")
+    first = _save(folder, seed=0)
+    _save(folder, seed=1)
+    assert newest_good_checkpoint(folder) == folder.checkpoint and capsys.readouterr().err == ""
+    _damage(folder.checkpoint, "flipped tensor byte")
+
+    assert newest_good_checkpoint(folder) == folder.previous_checkpoint
+    warning = capsys.readouterr().err
+    assert warning.startswith("drama: warning: ") and warning.count("\n") == 1
+    assert str(folder.checkpoint) in warning and f"using {folder.previous_checkpoint}" in warning
+
+    parts = _parts(seed=3)
+    restored = load_training_state(None, folder.checkpoint, parts, fallback=folder.previous_checkpoint)
+    assert restored.checkpoint == folder.previous_checkpoint and restored.loop == first["loop"]
+    _assert_identical(first["world_model"], parts.world_model.state_dict())
+    assert "using" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="SHA-256"):  # an explicit path: no fallback
+        load_training_state(None, folder.checkpoint, parts)
+
+    _damage(folder.previous_checkpoint, "truncated")
+    with pytest.raises(CheckpointError) as caught:
+        load_training_state(None, folder.checkpoint, parts, fallback=folder.previous_checkpoint)
+    message = str(caught.value)
+    assert message.startswith("no good checkpoint: ") and "\n" not in message
+    assert str(folder.checkpoint) in message and str(folder.previous_checkpoint) in message
+
+
+def test_load_agent_falls_back_to_the_previous_checkpoint(finished_debug_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_debug_run, run)
+    folder = RunFolder(run)
+    assert load_agent(run).checkpoint == folder.checkpoint
+    shutil.copy(folder.checkpoint, folder.previous_checkpoint)
+    _damage(folder.checkpoint, "truncated")
+    capsys.readouterr()
+    agent = load_agent(run)
+    assert agent.checkpoint == folder.previous_checkpoint and agent.step == 60
+    assert "drama: warning: " in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_agent(run, checkpoint=folder.checkpoint)
