@@ -71,7 +71,7 @@ def test_debug_fit_smoke_in_bf16_on_cpu(tmp_path, capsys):
 
 
 def test_paper_config_starts_on_cpu(tmp_path, capsys):
-    assert main(["fit", "--config", str(ROOT / "conf/atari.yaml"), "train.total_steps=4",
+    assert main(["fit", "--config", str(ROOT / "conf/atari.yaml"), "train.total_steps=4", "train.prefill_steps=2",
                  f"runtime.output_dir={tmp_path}", "runtime.run_name=paper", "train.log_every=2"]) == 0
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()

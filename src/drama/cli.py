@@ -21,7 +21,7 @@ import argparse
 import json
 import sys
 
-from drama.config import ConfigError, load_config, to_yaml
+from drama.config import SEED_MAX, ConfigError, load_config, to_yaml
 
 EXIT_USAGE = 2
 
@@ -83,13 +83,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from drama.fit import fit, prepare_new_run, prepare_resume
+    from drama.fit import fit, prepare_new_run, prepare_resume, start_new_run
+    from drama.preflight import check_resume
+    from drama.run import RunFolder
+    from drama.run_lock import RunLock
 
+    # every check first, writing nothing; then the run folder's lock (one drama fit writes there), then the run
     if args.resume:
-        cfg, run_dir = prepare_resume(args.resume, args.overrides)
+        cfg, run_dir = prepare_resume(args.resume, args.overrides)  # a run folder: its lock file may go there
+        check_resume(cfg, RunFolder(run_dir))
+        with RunLock(run_dir):
+            result = fit(cfg, run_dir, resume=True)
     else:
         cfg, run_dir = prepare_new_run(args.config, args.overrides)
-    result = fit(cfg, run_dir, resume=bool(args.resume))
+        with RunLock(run_dir, create=True):  # creates the folder, then locks it before any file is written there
+            start_new_run(cfg, run_dir)
+            result = fit(cfg, run_dir)
     last = result.returns[-10:]
     print(json.dumps({
         "run_dir": str(result.run_dir), "env_steps": result.steps, "episodes": result.episodes,
@@ -103,9 +112,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     from drama.build import build_models
     from drama.envs.factory import probe_env
+    from drama.preflight import check_model_shapes
     from drama.summary import parameter_counts
 
     spec = probe_env(cfg.env)
+    check_model_shapes(cfg, spec.obs_shape)
     world_model, actor_critic = build_models(cfg, spec)
     print(to_yaml(cfg), end="")
     print(f"# env {cfg.env.id}: observation {list(spec.obs_shape)}, {spec.num_actions} actions")
@@ -124,10 +135,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from drama.preflight import check_report
     from drama.report import report
 
     if args.reps < 1:
         raise ConfigError(f"--reps={args.reps} is invalid: must be a positive integer")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise ConfigError(f"--seed={args.seed} is invalid: must be in [0, {SEED_MAX}]")
+    check_report(args.inputs, args.out)
     print(json.dumps(report(args.inputs, out=args.out, reps=args.reps, seed=args.seed)))
     return 0
 

@@ -45,6 +45,8 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed")
 """Numeric precisions (``runtime.precision``)."""
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 """``torch.compile`` modes of the hot paths (``runtime.compile``; none = eager)."""
+SEED_MAX = 2**32 - 1
+"""The largest seed numpy and Lightning take (``runtime.seed``; ``drama evaluate --seed``, ``drama report --seed``)."""
 
 RENAMED = {
     "train.warmup_steps": ("train.prefill_steps", "random-action env steps before the first update"),
@@ -378,7 +380,7 @@ class RuntimeConfig:
     compile: str = choice(COMPILE_MODES, "none")
     """torch.compile mode of the world-model and actor-critic losses: none (eager), default, reduce-overhead,
     max-autotune (the first update of each then takes extra seconds to compile)."""
-    seed: int = non_negative(3710)
+    seed: int = in_range(3710, 0, SEED_MAX)
     """global random seed (torch, numpy, python, environment)."""
     deterministic: bool = False
     """use deterministic torch algorithms (bitwise-reproducible CPU runs; slower)."""
@@ -455,7 +457,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             merged = OmegaConf.merge(merged, override)
         except OmegaConfBaseException as exc:
             raise ConfigError(f"override {item!r}: {_omegaconf_message(exc)}") from None
-    cfg: DramaConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    try:
+        cfg: DramaConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:  # interpolations (${...}) resolve only here
+        raise ConfigError(_omegaconf_message(exc)) from None
     validate(cfg)
     return cfg
 
@@ -510,8 +515,32 @@ def validate(cfg: DramaConfig) -> None:
            f"must be < world_model.two_hot.high ({wm.two_hot.high})")
     _check(train.batch_length <= cfg.replay.capacity, "train.batch_length", train.batch_length,
            f"must be <= replay.capacity ({cfg.replay.capacity})")
+    _check(imagination.context_length <= cfg.replay.capacity, "imagination.context_length",
+           imagination.context_length, f"must be <= replay.capacity ({cfg.replay.capacity})")
+    for key, batch, length_key, length in (
+            ("train.batch_size", train.batch_size, "train.batch_length", train.batch_length),
+            ("imagination.batch_size", imagination.batch_size, "imagination.context_length",
+             imagination.context_length)):
+        starts = cfg.replay.capacity - length + 1  # a batch draws distinct window starts
+        _check(batch <= starts, key, batch, f"must be <= replay.capacity - {length_key} + 1 = {starts}, the most "
+                                            "window starts the replay can hold (no batch could ever be drawn)")
+    check_updates_happen(cfg, train.learning_steps, "train.learning_steps")
     _check(cfg.replay.device != "cuda" or cfg.runtime.device.startswith(("auto", "cuda")), "replay.device",
            cfg.replay.device, f"cuda needs a CUDA runtime.device (runtime.device is {cfg.runtime.device})")
+
+
+def check_updates_happen(cfg: DramaConfig, last_step: int, last_key: str) -> None:
+    """Raise :class:`ConfigError` unless each model that updates (``train.*_updates`` > 0) gets its first update by
+    env step ``last_step`` (the value of ``last_key``): updates come at the env steps after ``train.prefill_steps``,
+    up to ``last_step``, that are multiples of ``train.world_model_every`` / ``train.actor_critic_every``."""
+    train = cfg.train
+    _check(train.prefill_steps < last_step, last_key, last_step,
+           f"must be > train.prefill_steps ({train.prefill_steps}): no update would ever happen")
+    for model in ("world_model", "actor_critic"):
+        every = getattr(train, f"{model}_every")
+        first = (train.prefill_steps // every + 1) * every
+        _check(first <= last_step or not getattr(train, f"{model}_updates"), f"train.{model}_every", every,
+               f"the first {model} update would come at env step {first}, after {last_key} ({last_step})")
 
 
 def to_yaml(cfg: DramaConfig) -> str:

@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from drama.config import ConfigError, DramaConfig
+from drama.config import SEED_MAX, ConfigError, DramaConfig
+from drama.preflight import check_evaluation
 from drama.run import RunFolder, load_agent
 
 
@@ -104,8 +105,19 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, seed:
     run_dir = Path(run_dir)
     if episodes < 1:
         raise ConfigError(f"--episodes={episodes} is invalid: must be a positive integer")
+    if seed is not None and not 0 <= seed <= SEED_MAX - episodes + 1:
+        raise ConfigError(f"--seed={seed} is invalid: must be in [0, {SEED_MAX - episodes + 1}] (episode k resets "
+                          "with seed S + k)")
+    check_evaluation(RunFolder(run_dir), device)
     start = time.perf_counter()
-    agent = load_agent(run_dir, None if checkpoint is None else Path(checkpoint), device)
+    try:
+        agent = load_agent(run_dir, None if checkpoint is None else Path(checkpoint), device)
+    except RuntimeError as exc:  # load_state_dict: the checkpoint's tensors do not fit the run's config.yaml
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        if not lines or "state_dict" not in lines[0]:
+            raise
+        raise ConfigError(f"the checkpoint does not fit {RunFolder(run_dir).config} ({lines[0].rstrip(':')}: "
+                          f"{lines[1][:160] if len(lines) > 1 else 'mismatch'})") from None
     cfg, world_model, actor_critic, step, ckpt = (agent.cfg, agent.world_model, agent.actor_critic, agent.step,
                                                   agent.checkpoint)
     seed = cfg.runtime.seed if seed is None else seed

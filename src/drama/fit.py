@@ -1,7 +1,8 @@
 """``drama fit``: assemble config, env, replay, models, Fabric and MLflow, then run :class:`DramaLoop`.
 
-Everything that can reject user input (config, env id, resume folder) runs before the run directory is
-created, so a bad invocation leaves nothing behind.
+Everything that can reject user input (config, env id, resume folder, and what this machine refuses: device,
+output folder, MLflow store; :mod:`drama.preflight`) runs before the run directory is created, so a bad invocation
+leaves nothing behind. ``drama fit`` holds the run folder's :class:`~drama.run_lock.RunLock` while it writes there.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import torch
 from drama.build import check_buildable
 from drama.config import ConfigError, DramaConfig, load_config, to_flat_dict, to_yaml
 from drama.envs import probe_env
+from drama.preflight import check_model_shapes, check_new_run
 from drama.run import RunFolder
+from drama.run_lock import RunLock
 
 
 @dataclass
@@ -37,16 +40,31 @@ def default_run_name(cfg: DramaConfig) -> str:
 
 
 def prepare_new_run(config: str, overrides: list[str]) -> tuple[DramaConfig, Path]:
-    """Validate a new run fully, then create its directory and write the resolved config."""
+    """Check a new run fully and choose its directory; writes nothing. Config and env id, then what this machine
+    can refuse (:func:`drama.preflight.check_new_run`: device, output folder, MLflow store), then the folder: not
+    locked by another ``drama fit``, not holding a run. Then, under the folder's :class:`~drama.run_lock.RunLock`,
+    :func:`start_new_run`."""
     cfg = load_config(config, overrides)
     check_buildable(cfg)
-    probe_env(cfg.env)
+    check_model_shapes(cfg, probe_env(cfg.env).obs_shape)
     folder = RunFolder(Path(cfg.runtime.output_dir) / (cfg.runtime.run_name or default_run_name(cfg)))
+    check_new_run(cfg, folder)
+    RunLock.check_free(folder.root)
+    _check_no_run(folder)
+    return cfg, folder.root
+
+
+def start_new_run(cfg: DramaConfig, run_dir: Path) -> None:
+    """Write the new run's resolved config, the first file of the run folder; call it holding the folder's lock."""
+    folder = RunFolder(run_dir)
+    _check_no_run(folder)  # again, under the lock: a drama fit that held it until just now may have saved a run
+    folder.write_config(cfg)
+
+
+def _check_no_run(folder: RunFolder) -> None:
     if folder.holds_run():
         raise ConfigError(f"run directory {folder.root} already holds a run: use --resume {folder.root} or another "
                           "runtime.run_name")
-    folder.write_config(cfg)
-    return cfg, folder.root
 
 
 def prepare_resume(run_dir: str, overrides: list[str]) -> tuple[DramaConfig, Path]:

@@ -37,13 +37,22 @@ METRICS = ("mean", "median", "iqm")
 def _load(path: Path) -> dict[str, Any]:
     try:
         result = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
         raise ConfigError(f"{path}: not a readable evaluation JSON ({type(exc).__name__})") from None
     if not isinstance(result, dict) or "returns" not in result or "env_id" not in result:
         raise ConfigError(f"{path}: not an evaluation result of drama evaluate (no returns / env_id)")
+    returns, mean = result["returns"], result.get("mean")
+    if not (isinstance(returns, list) and returns and all(_is_number(r) for r in returns) and _is_number(mean)
+            and isinstance(result["env_id"], str)):
+        raise ConfigError(f"{path}: not an evaluation result of drama evaluate (returns must be a non-empty list of "
+                          "numbers, mean a number, env_id a string)")
     result.setdefault("run_dir", str(path.parent.parent))
     result["source"] = str(path)
     return result
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def latest_evaluation(run_dir: Path) -> dict[str, Any]:

@@ -92,6 +92,7 @@ class RunFolder:
     visuals = _InFolder(VISUALS_DIR)
     evaluations = _InFolder(EVALUATIONS_DIR)
     evaluation_videos = _InFolder(EVALUATION_VIDEOS_DIR)
+    lock = _InFolder("run.lock")  # held by the one drama fit writing here, which puts its PID in it (drama.run_lock)
 
     @property
     def name(self) -> str:

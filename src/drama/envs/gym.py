@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 
@@ -68,12 +70,18 @@ class LifeLossInfo(gym.Wrapper):
 
 
 def gym_make(env_id: str, **kwargs) -> gym.Env:
-    """``gym.make`` that turns an unknown id into a one-line :class:`ConfigError`."""
-    try:
-        return gym.make(env_id, **kwargs)
-    except gym.error.Error as exc:
-        raise ConfigError(f"env.id={env_id!r} is not a registered gymnasium environment ({type(exc).__name__})") \
-            from None
+    """``gym.make`` that turns an unknown id into a one-line :class:`ConfigError` (without gymnasium's warnings
+    about that id, e.g. an out-of-date version: the error says it)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            env = gym.make(env_id, **kwargs)
+        except gym.error.Error as exc:
+            raise ConfigError(f"env.id={env_id!r} is not a registered gymnasium environment "
+                              f"({type(exc).__name__})") from None
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return env
 
 
 def check_discrete_actions(env: gym.Env, env_id: str) -> None:
