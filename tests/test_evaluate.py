@@ -9,6 +9,7 @@ import pytest
 
 from drama.cli import main
 from drama.evaluate import summarize
+from drama.run import RunFolder
 
 
 def _latest_json(run_dir):
@@ -31,7 +32,7 @@ def test_evaluation_json_has_exactly_n_complete_episodes(finished_debug_run):
 
 
 def test_evaluation_is_logged_to_the_runs_mlflow_record(finished_debug_run):
-    info = json.loads((finished_debug_run / "run.json").read_text())
+    info = RunFolder(finished_debug_run).read_info()
     client = mlflow.tracking.MlflowClient(tracking_uri=info["tracking_uri"])
     run = client.get_run(info["mlflow_run_id"])
     result = _latest_json(finished_debug_run)

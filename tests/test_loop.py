@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import lightning as L
+import pytest
 import torch
 
 from conftest import tiny_config
@@ -10,6 +14,7 @@ from drama.build import build_models
 from drama.data.replay import Replay
 from drama.envs.runner import StepResult
 from drama.envs.spec import EnvSpec
+from drama.errors import Diverged, RunStopped
 from drama.loop import DramaLoop
 from drama.run import read_checkpoint
 
@@ -89,25 +94,40 @@ def test_updates_are_skipped_while_no_window_fits(tmp_path):
     assert wm_steps == [] and state.skipped_updates > 0
 
 
-def test_ctrl_c_stops_between_iterations_and_saves_a_checkpoint(tmp_path):
-    import os
-    import signal
-
-    import pytest
-
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_between_iterations_and_saves_a_checkpoint(tmp_path, signum):
     loop, _, _ = make_loop(tmp_path, "train.total_steps=50", "train.prefill_steps=100")
     step = loop.env.step
 
     def step_then_interrupt(action):
         result = step(action)
         if len(loop.env.actions) == 7:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return result
 
     loop.env.step = step_then_interrupt
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RunStopped) as stopped:
         loop.run()
+    assert stopped.value.exit_code == 128 + signum and stopped.value.step == 7
+    assert str(stopped.value).startswith(f"stopped by {signal.Signals(signum).name} at env step 7, checkpoint saved")
     assert loop.state.step == 7  # the iteration in flight was completed, nothing after it
     saved = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert saved["loop"]["step"] == 7 and len(saved["replay"]["_storage"]["_storage"]["action"]) == 7
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    """A learning rate that blows the world model up: the guard stops the run naming the quantity and the last
+    good checkpoint, which still loads and holds finite weights."""
+    loop, _, _ = make_loop(tmp_path, "train.total_steps=80", "train.prefill_steps=20", "train.log_every=5",
+                           "train.checkpoint_every=20", "world_model.optim.lr=1e6",
+                           "world_model.optim.max_grad_norm=1e9", "world_model.optim.warmup_steps=0")
+    with pytest.raises(Diverged) as diverged:
+        loop.run()
+    message = str(diverged.value)
+    assert "\n" not in message and ("not finite at env step" in message or "failed at env step" in message)
+    assert f"last good checkpoint: {tmp_path / 'checkpoints' / 'last.ckpt'}" in message
+    saved = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert saved["loop"]["step"] < loop.state.step
+    assert all(torch.isfinite(v).all() for v in saved["world_model"].values() if v.is_floating_point())

@@ -31,7 +31,9 @@ LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never
 
 
 def run_info(run_dir: Path) -> dict:
-    return json.loads((run_dir / "run.json").read_text())
+    from drama.run import RunFolder
+
+    return RunFolder(run_dir).read_info()
 
 
 def window_length(run_dir: Path) -> int:

@@ -59,6 +59,11 @@ def test_config_and_run_info_round_trip(tmp_path, monkeypatch):
     assert folder.tracking_uri() == f"sqlite:///{folder.mlflow_db.resolve()}"
     folder.write_info("abc", folder.tracking_uri())
     assert folder.read_info() == {"mlflow_run_id": "abc", "tracking_uri": folder.tracking_uri()}
+    assert str(tmp_path) not in folder.info.read_text()  # self-contained: the own store is recorded relatively
+    moved = RunFolder(tmp_path / "moved")
+    folder.root.rename(moved.root)
+    assert moved.read_info()["tracking_uri"] == f"sqlite:///{moved.mlflow_db.resolve()}"
+    folder = moved
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert folder.tracking_uri() == "http://127.0.0.1:5000"
 
@@ -274,3 +279,28 @@ def test_load_agent_falls_back_to_the_previous_checkpoint(finished_debug_run, tm
     assert "drama: warning: " in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="truncated"):
         load_agent(run, checkpoint=folder.checkpoint)
+
+
+def test_a_copied_run_folder_evaluates_into_itself(finished_debug_run, tmp_path, monkeypatch):
+    """run.json records the folder's own store relatively and the store's artifact paths follow the folder, so an
+    evaluation of a copy logs into the copy and leaves the original untouched."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from drama.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_debug_run, copy)
+    before = sorted(p.relative_to(finished_debug_run) for p in finished_debug_run.rglob("*"))
+    assert str(finished_debug_run) not in (copy / "run.json").read_text()
+    # a fresh process, as a user runs it (MLflow caches artifact locations per run id within a process)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    subprocess.run([sys.executable, "-m", "drama", "evaluate", str(copy), "--episodes", "1", "--seed", "7",
+                    "--no-progress"], check=True, env=env, capture_output=True)
+    assert sorted(p.relative_to(finished_debug_run) for p in finished_debug_run.rglob("*")) == before
+    tracker = Tracker.open(RunFolder(copy))
+    assert tracker.client.get_run(tracker.run_id).info.artifact_uri.startswith(str(copy.resolve()))
+    assert list((copy / "mlartifacts").rglob("*seed7-n1.json"))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import imageio.v3 as iio
 import numpy as np
 import torch
 from tensordict import TensorDict
 
 from conftest import tiny_config
+from drama.run import RunFolder
 from drama.visuals import imagination_frames, reconstruction_grid, to_frames, write_gif
 from drama.world_model import WorldModel
 
@@ -52,7 +51,7 @@ def test_reconstruction_grid_and_gif_round_trip(tmp_path):
 def test_fit_logs_imagination_videos_of_64x64_rgb_frames(finished_debug_run):
     import mlflow
 
-    info = json.loads((finished_debug_run / "run.json").read_text())
+    info = RunFolder(finished_debug_run).read_info()
     client = mlflow.tracking.MlflowClient(tracking_uri=info["tracking_uri"])
     names = sorted(a.path for a in client.list_artifacts(info["mlflow_run_id"], "visuals"))
     assert names == [f"visuals/step000000{s}_{kind}" for s in (40, 60)

@@ -22,6 +22,7 @@ import json
 import sys
 
 from drama.config import SEED_MAX, ConfigError, load_config, to_yaml
+from drama.errors import Diverged, RunStopped
 
 EXIT_USAGE = 2
 
@@ -157,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"drama: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RunStopped as exc:
+        print(f"drama: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Diverged as exc:
+        print(f"drama: diverged: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import torch
 from drama.build import check_buildable
 from drama.config import ConfigError, DramaConfig, load_config, to_flat_dict, to_yaml
 from drama.envs import probe_env
+from drama.errors import RunStopped
 from drama.preflight import check_model_shapes, check_new_run
 from drama.run import RunFolder
 from drama.run_lock import RunLock
@@ -67,17 +68,28 @@ def _check_no_run(folder: RunFolder) -> None:
                           "runtime.run_name")
 
 
+RESUMABLE_KEYS = ("train.total_steps", "train.learning_steps", "train.log_every", "train.checkpoint_every",
+                  "train.visuals_every", "train.stop_at_return", "runtime.progress")
+"""Config keys that may change on ``--resume``: how long the run goes on and how often it logs and saves.
+Everything else shaped the saved state (models, env, replay, schedule) and is refused."""
+
+
 def prepare_resume(run_dir: str, overrides: list[str]) -> tuple[DramaConfig, Path]:
-    """The saved config of ``run_dir`` (plus overrides, e.g. a larger ``train.total_steps``)."""
+    """The saved config of ``run_dir`` plus ``overrides`` of :data:`RESUMABLE_KEYS` (e.g. a larger
+    ``train.total_steps``), checked against the saved one; nothing is written here (:func:`fit` rewrites
+    ``config.yaml`` once the checkpoint has loaded and the new budget covers its env step)."""
     folder = RunFolder(Path(run_dir))
     if not folder.config.is_file():
         raise ConfigError(f"--resume {run_dir}: no {folder.config.name} there (not a drama run directory)")
-    if not folder.checkpoint.is_file():
+    if not (folder.checkpoint.is_file() or folder.previous_checkpoint.is_file()):
         raise ConfigError(f"--resume {run_dir}: no checkpoint at {folder.checkpoint}")
+    saved = to_flat_dict(folder.read_config())
     cfg = folder.read_config(overrides)
+    for key, value in to_flat_dict(cfg).items():
+        if value != saved.get(key) and key not in RESUMABLE_KEYS:
+            raise ConfigError(f"--resume {run_dir}: {key} cannot change on resume (the run was saved with "
+                              f"{saved.get(key)!r}); allowed on resume: {', '.join(RESUMABLE_KEYS)}")
     check_buildable(cfg)
-    if overrides:
-        folder.write_config(cfg)
     return cfg, folder.root
 
 
@@ -100,32 +112,46 @@ def fit(cfg: DramaConfig, run_dir: Path, resume: bool = False) -> FitResult:
 def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, precision: str,
          start: float) -> FitResult:
     import lightning as L
+    import torchrl  # noqa: F401  (imported first: its import sets its logger's level, which we lower)
 
     from drama.build import build_training_system
     from drama.loop import DramaLoop
     from drama.summary import parameter_counts
     from drama.tracking import Tracker
 
-    logging.getLogger("torchrl").setLevel(logging.WARNING)  # after torchrl's import: no storage-init chatter
+    logging.getLogger("torchrl").setLevel(logging.WARNING)  # no storage-init chatter on stdout
     L.seed_everything(cfg.runtime.seed, verbose=False)
 
-    tracker = Tracker.start(RunFolder(run_dir), cfg.runtime.experiment, resume=resume)
+    folder = RunFolder(run_dir)
     system = build_training_system(cfg, device, precision)
     fabric, env, replay = system.fabric, system.env, system.replay
     world_model, actor_critic = system.world_model, system.actor_critic
 
     counts = parameter_counts(world_model, actor_critic)
-    loop = DramaLoop(cfg, fabric, world_model, actor_critic, replay, env, run_dir, tracker)
+    loop = DramaLoop(cfg, fabric, world_model, actor_critic, replay, env, run_dir)
     if resume:
         loop.load_checkpoint()
-    else:
+        if cfg.train.total_steps < loop.state.step:
+            raise ConfigError(f"train.total_steps={cfg.train.total_steps} is invalid: the run is already at env "
+                              f"step {loop.state.step}")
+        folder.write_config(cfg)  # only now: the overrides were checked against the saved run
+    loop.tracker = tracker = Tracker.start(folder, cfg.runtime.experiment, resume=resume, step=loop.state.step)
+    if not resume:
         tracker.log_params({**to_flat_dict(cfg), **{f"parameters/{k}": v for k, v in counts.items()}})
     print(to_yaml(cfg), end="")
     print(f"# run {run_dir} | device {device} | precision {precision} | compile {cfg.runtime.compile} | "
           f"{'resuming at step ' + str(loop.state.step) if resume else 'new run'}")
     print(json.dumps(counts), flush=True)
-    state = loop.run()
-    env.close()
+    try:
+        state = loop.run()
+    except RunStopped:
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    finally:
+        env.close()
     result = FitResult(run_dir, state.step, state.episodes, state.world_model_updates, state.actor_critic_updates,
                        list(state.returns), time.perf_counter() - start)
     tracker.finish("FINISHED")

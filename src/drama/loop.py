@@ -7,7 +7,7 @@ batched logging -> periodic checkpoint. Nothing here knows which dynamics backbo
 
 from __future__ import annotations
 
-import math
+import os
 import signal
 import threading
 import time
@@ -18,7 +18,9 @@ import torch
 from tensordict import TensorDict
 
 from drama.acting import ActingContext
-from drama.config import DramaConfig
+from drama.config import ConfigError, DramaConfig
+from drama.divergence import DivergenceGuard
+from drama.errors import Diverged, RunStopped
 from drama.imagination import imagine
 from drama.progress import ProgressBar
 from drama.run import RunFolder, TrainingParts, load_training_state, save_training_state
@@ -64,6 +66,9 @@ class DramaLoop:
         self.acting = ActingContext(world_model, actor_critic, cfg.train.acting_context)
         self.parts = TrainingParts(world_model, actor_critic, replay, self.acting, env)
         self.metrics = MetricAccumulator()
+        self.guard = DivergenceGuard()
+        self.phase = "acting"
+        """the phase of the iteration under way (named when the run diverges)."""
         self.observation: torch.Tensor | None = None
         self._last_log_time = time.perf_counter()
         self._last_log_step = 0
@@ -75,23 +80,41 @@ class DramaLoop:
             self.observation = self.env.reset()
             self.acting.reset()
         with ProgressBar(train.total_steps, self.state.step, enabled=self.cfg.runtime.progress) as bar, \
-                _StopOnInterrupt() as interrupt:
-            while self.state.step < train.total_steps and not self.reached_target() and not interrupt.requested:
-                self.env_step()
-                if self.learning():
-                    self.update_world_model()
-                    self.update_actor_critic()
-                    self.maybe_log_visuals()
-                self.maybe_log(bar)
-                self.maybe_checkpoint()
+                _StopOnSignal() as stop:
+            while self.state.step < train.total_steps and not self.reached_target() and stop.signum is None:
+                try:
+                    self.iteration(bar)
+                except RuntimeError as error:  # e.g. sampling from non-finite probabilities: name what diverged
+                    self.check_divergence()
+                    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    if "nan" not in first_line.lower() and "inf" not in first_line.lower():
+                        raise
+                    raise Diverged(f"{self.phase} failed at env step {self.state.step + 1} ({first_line}); "
+                                   f"the run stopped and kept the last good checkpoint: {self.last_good()}") from None
         self.log_metrics(force=True)
         every = self.cfg.train.visuals_every
         if every and self.state.step % every and self.state.step > self.cfg.train.prefill_steps:
             self.log_visuals()  # the final state, unless the last periodic one just showed it
         self.save_checkpoint()
-        if interrupt.requested:  # stopped between two iterations: `drama fit --resume` continues exactly
-            raise KeyboardInterrupt
+        if stop.signum is not None:  # stopped between two iterations: `drama fit --resume` continues exactly
+            raise RunStopped(stop.signum, self.state.step, str(self.folder.root))
         return self.state
+
+    def iteration(self, bar: ProgressBar) -> None:
+        """One env step and what the schedule does after it (``phase`` names the one under way)."""
+        self.phase = "acting"
+        self.env_step()
+        if self.learning():
+            self.phase = "the world-model update"
+            self.update_world_model()
+            self.phase = "imagination and the actor-critic update"
+            self.update_actor_critic()
+            self.phase = "the visuals"
+            self.maybe_log_visuals()
+        self.phase = "logging"
+        self.maybe_log(bar)
+        self.phase = "the checkpoint"
+        self.maybe_checkpoint()
 
     def reached_target(self) -> bool:
         """``train.stop_at_return`` reached by the mean of the last 10 episode returns."""
@@ -191,6 +214,7 @@ class DramaLoop:
         start = time.perf_counter()
         metrics = self.world_model.training_step(batch)
         self.state.world_model_updates += 1
+        self.watch("world_model/", metrics)
         self.metrics.add(metrics, prefix="world_model/")
         self.metrics.add({"time/world_model": time.perf_counter() - start})
 
@@ -200,6 +224,7 @@ class DramaLoop:
         imagined = imagine(self.world_model, context, self.actor_critic.act, self.cfg.imagination.horizon)
         metrics = self.actor_critic.training_step(imagined)
         self.state.actor_critic_updates += 1
+        self.watch("actor_critic/", metrics)
         metrics["imagined_reward"] = imagined["reward"].mean()
         metrics["imagined_termination"] = imagined["termination"].float().mean()
         self.metrics.add(metrics, prefix="actor_critic/")
@@ -226,7 +251,8 @@ class DramaLoop:
                         "progress/actor_critic_updates": s.actor_critic_updates,
                         "progress/episodes": s.episodes, "progress/skipped_updates": s.skipped_updates})
         metrics.update({f"replay/{k}": v for k, v in self.replay.stats().items()})
-        self.track({k: v for k, v in metrics.items() if math.isfinite(v)}, step=self.state.step)
+        self.track(metrics, step=self.state.step)  # non-finite values too: the chart shows a blow-up
+        self.check_divergence()
         self._last_log_time, self._last_log_step = now, self.state.step
         return rate
 
@@ -269,7 +295,23 @@ class DramaLoop:
         if every and self.state.step % every == 0:
             self.save_checkpoint()
 
+    def watch(self, prefix: str, metrics: dict) -> None:
+        """Let the divergence guard see an update's loss and gradient norm (no host sync)."""
+        for key in ("loss/total", "grad_norm"):
+            self.guard.watch(prefix + key, metrics[key], self.state.step)
+
+    def last_good(self) -> str:
+        last = self.folder.checkpoint
+        return str(last) if last.exists() else "none (no checkpoint was saved yet)"
+
+    def check_divergence(self) -> None:
+        """Stop (:class:`~drama.errors.Diverged`) if a watched value or a parameter is not finite."""
+        self.guard.check([("world_model", self.world_model), ("actor_critic", self.actor_critic)], self.state.step,
+                         self.last_good())
+
     def save_checkpoint(self) -> Path:
+        """Save the training state, unless the run diverged (the last good checkpoint is never overwritten)."""
+        self.check_divergence()
         start = time.perf_counter()
         path = save_training_state(self.fabric, self.folder.checkpoint, self.parts, asdict(self.state),
                                    self.observation)
@@ -278,30 +320,40 @@ class DramaLoop:
 
     def load_checkpoint(self, path: Path | None = None) -> None:
         """Continue from the run folder's checkpoint (or ``path``): everything :meth:`save_checkpoint` saved."""
-        restored = load_training_state(self.fabric, path or self.folder.checkpoint, self.parts)
+        try:
+            restored = load_training_state(self.fabric, path or self.folder.checkpoint, self.parts,
+                                           fallback=None if path else self.folder.previous_checkpoint)
+        except RuntimeError as error:  # e.g. a config.yaml edited by hand to other model sizes
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"the checkpoint of {self.folder.root} does not fit its {self.folder.config.name} "
+                              f"({detail})") from None
         self.state = LoopState(**restored.loop)
         self.observation = restored.observation
         self._last_log_step = self.state.step
 
 
-class _StopOnInterrupt:
-    """Turns Ctrl-C (SIGINT) into a request that the loop honours between two iterations, so the checkpoint
-    it then writes is consistent. A second Ctrl-C interrupts at once. Inactive outside the main thread."""
+class _StopOnSignal:
+    """Turns SIGINT (Ctrl-C) and SIGTERM (what a scheduler sends before preemption) into a request that the loop
+    honours between two iterations, so the checkpoint it then writes is consistent. A second signal stops the
+    process at once (the signal's default action). Inactive outside the main thread."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
 
     def _handler(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.signum is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        self.signum = signum
 
-    def __enter__(self) -> _StopOnInterrupt:
+    def __enter__(self) -> _StopOnSignal:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)

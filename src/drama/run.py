@@ -108,8 +108,9 @@ class RunFolder:
 
     # ------------------------------------------------------------------ config.yaml
     def write_config(self, cfg: DramaConfig) -> None:
+        """Write ``config.yaml`` atomically (a crash leaves the old file or the new one, never half of one)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(to_yaml(cfg))
+        write_atomic(self.config, to_yaml(cfg).encode())
 
     def read_config(self, overrides: list[str] | None = None) -> DramaConfig:
         """The saved config plus ``overrides``; :class:`ConfigError` if this is not a run folder."""
@@ -120,14 +121,36 @@ class RunFolder:
     # ------------------------------------------------------------------ run.json
     def tracking_uri(self) -> str:
         """``MLFLOW_TRACKING_URI`` if set, else the sqlite store inside this folder."""
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_db.resolve()}"
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.own_store_uri()
+
+    def own_store_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_db.resolve()}"
 
     def read_info(self) -> dict[str, str] | None:
-        """``{"mlflow_run_id", "tracking_uri"}`` from ``run.json``, or None without one."""
-        return json.loads(self.info.read_text()) if self.info.is_file() else None
+        """``{"mlflow_run_id", "tracking_uri"}`` of ``run.json`` (None without one), the URI resolved for where the
+        folder is now: the folder's own store is recorded relative to it, so a copied or moved folder reads its own
+        copy of the store, not the original's."""
+        if not self.info.is_file():
+            return None
+        info = json.loads(self.info.read_text())
+        uri = info.get("tracking_uri") or self.own_store_uri()
+        return {"mlflow_run_id": info["mlflow_run_id"], "tracking_uri": uri}
 
     def write_info(self, run_id: str, tracking_uri: str) -> None:
-        self.info.write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": tracking_uri}) + "\n")
+        """Record the run's MLflow id and store; the folder's own store as ``null`` (that is: relative to it)."""
+        own = tracking_uri == self.own_store_uri()
+        write_atomic(self.info, (json.dumps({"mlflow_run_id": run_id, "tracking_uri": None if own else tracking_uri,
+                                             "store": MLFLOW_DB_FILE if own else "external"}) + "\n").encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a small file atomically: a temporary file beside it, flushed to disk, then renamed over it."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------- the checkpoint file

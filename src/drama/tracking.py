@@ -20,6 +20,24 @@ from drama.run import RunFolder
 
 _PARAMS_PER_BATCH = 100
 """MLflow accepts at most 100 params per ``log_batch``."""
+RESUMED_KEY = "run/resumed_from_step"
+"""Metric logged at each resume (value and step: the checkpoint's env step); see :meth:`Tracker.metric_history`."""
+
+
+def _relocate(folder: RunFolder) -> None:
+    """Point the artifact paths in the folder's own sqlite store at this folder when it was copied or moved (they
+    are absolute in MLflow). Nothing happens when they already point here."""
+    import sqlite3
+
+    here = str(folder.artifacts.resolve())
+    with sqlite3.connect(folder.mlflow_db) as db:
+        rows = db.execute("SELECT artifact_location FROM experiments").fetchall()
+        for (location,) in rows:
+            if location and location != here and location.endswith("/" + folder.artifacts.name):
+                db.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                           "WHERE substr(artifact_uri, 1, ?) = ?", (here, len(location) + 1, len(location), location))
+                db.execute("UPDATE experiments SET artifact_location = ? WHERE artifact_location = ?",
+                           (here, location))
 
 
 def _client(uri: str):
@@ -37,29 +55,35 @@ class Tracker:
         self.client, self.run_id = client, run_id
 
     @classmethod
-    def start(cls, folder: RunFolder, experiment: str, resume: bool = False) -> Tracker:
-        """Create the run's record (or, with ``resume``, continue the one named in the run-info file) and write
-        the run-info file.
-        Connects now, so an unusable store fails before training starts."""
-        uri = folder.tracking_uri()
-        client = _client(uri)
+    def start(cls, folder: RunFolder, experiment: str, resume: bool = False, step: int = 0) -> Tracker:
+        """Create the run's record (or, with ``resume``, continue the one named in the run-info file from env
+        ``step``, the checkpoint's) and write the run-info file. Connects now, so an unusable store fails before
+        training starts."""
         info = folder.read_info() if resume else None
         if info is not None:
-            run_id = info["mlflow_run_id"]
-            client.update_run(run_id, status="RUNNING")
-        else:
-            found = client.get_experiment_by_name(experiment)
-            experiment_id = found.experiment_id if found is not None else client.create_experiment(
-                experiment, artifact_location=str(folder.artifacts.resolve()))
-            run_id = client.create_run(experiment_id, run_name=folder.name).info.run_id
+            tracker = cls.open(folder)
+            tracker.client.update_run(tracker.run_id, status="RUNNING")
+            tracker.log_metrics({RESUMED_KEY: step}, step)
+            return tracker
+        uri = folder.tracking_uri()
+        client = _client(uri)
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found is not None else client.create_experiment(
+            experiment, artifact_location=str(folder.artifacts.resolve()))
+        run_id = client.create_run(experiment_id, run_name=folder.name).info.run_id
         folder.write_info(run_id, uri)
         return cls(client, run_id)
 
     @classmethod
     def open(cls, folder: RunFolder) -> Tracker | None:
-        """The record named by the folder's run-info file, or None without one."""
+        """The record named by the folder's run-info file, or None without one. A copied or moved folder with
+        its own store gets that store's artifact paths pointed at itself first (:func:`_relocate`)."""
         info = folder.read_info()
-        return None if info is None else cls(_client(info["tracking_uri"]), info["mlflow_run_id"])
+        if info is None:
+            return None
+        if info["tracking_uri"] == folder.own_store_uri():
+            _relocate(folder)
+        return cls(_client(info["tracking_uri"]), info["mlflow_run_id"])
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -79,8 +103,13 @@ class Tracker:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def metric_history(self, key: str) -> tuple[list[int], list[float]]:
-        """(steps, values) of metric ``key``, by step."""
-        history = sorted(self.client.get_metric_history(self.run_id, key), key=lambda m: m.step)
+        """(steps, values) of metric ``key``, by step, as the finished run holds them: a point logged before a
+        resume at a step past the checkpoint that run resumed from is superseded (the resumed run logs that
+        step again, from the same state), so it is left out."""
+        resumes = [(m.timestamp, m.step) for m in self.client.get_metric_history(self.run_id, RESUMED_KEY)]
+        history = [m for m in self.client.get_metric_history(self.run_id, key)
+                   if not any(m.timestamp < at and m.step > step for at, step in resumes)]
+        history.sort(key=lambda m: (m.step, m.timestamp))
         return [m.step for m in history], [m.value for m in history]
 
     def finish(self, status: str = "FINISHED") -> None:

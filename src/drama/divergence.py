@@ -1,0 +1,47 @@
+"""The divergence guard: notices a non-finite loss, gradient norm or parameter and stops the run before a bad
+state can be saved over the last good checkpoint.
+
+Watching costs no host sync per update: for every watched quantity the guard keeps, on the quantity's device,
+the first env step at which it was not finite (-1 while it is). :meth:`DivergenceGuard.check` reads them all at
+once; the loop calls it when it logs and before every checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from drama.errors import Diverged
+
+
+class DivergenceGuard:
+    """First non-finite step of each watched quantity (device tensors), checked in one read."""
+
+    def __init__(self) -> None:
+        self.first_bad: dict[str, Tensor] = {}
+
+    def watch(self, name: str, value: Tensor, step: int) -> None:
+        """Record ``step`` for ``name`` if ``value`` has a non-finite element and none was recorded before."""
+        bad = ~torch.isfinite(value.detach()).all()
+        first = self.first_bad.get(name)
+        if first is None:
+            first = torch.full((), -1, dtype=torch.long, device=value.device)
+        self.first_bad[name] = torch.where(bad & (first < 0), step, first)
+
+    def check(self, modules: Iterable[tuple[str, torch.nn.Module]], step: int, last_good: str) -> None:
+        """Raise :class:`Diverged` naming the first quantity that went non-finite (watched values, then the
+        parameters of ``modules``) and ``last_good``, the checkpoint that is kept."""
+        names = list(self.first_bad)
+        steps = torch.stack([self.first_bad[n].cpu() for n in names]).tolist() if names else []
+        bad = sorted((s, n) for s, n in zip(steps, names, strict=True) if s >= 0)
+        if bad:
+            first_step, name = bad[0]
+            raise Diverged(f"{name} is not finite at env step {first_step} (checked at step {step}); "
+                           f"the run stopped and kept the last good checkpoint: {last_good}")
+        for module_name, module in modules:
+            finite = [torch.isfinite(p).all() for p in module.parameters()]
+            if finite and not bool(torch.stack(finite).all()):
+                raise Diverged(f"{module_name} parameters are not finite at env step {step}; "
+                               f"the run stopped and kept the last good checkpoint: {last_good}")
