@@ -41,9 +41,14 @@ def _relocate(folder: RunFolder) -> None:
 
 
 def _client(uri: str):
+    import logging
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # mlflow/sqlalchemy deprecation chatter at import
         from mlflow.tracking import MlflowClient
+
+        # after mlflow's import, which sets its logger up: no "Creating initial MLflow database tables" lines
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
 
         return MlflowClient(tracking_uri=uri)
 
