@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from tensordict import TensorDictBase
 
 from drama.config import DramaConfig, load_config
 
@@ -82,3 +84,23 @@ def random_state(model, batch: int, seed: int = 1, dtype: torch.dtype = torch.fl
     """A backbone state shaped like ``model.initial_state(batch)`` filled with standard normal values."""
     gen = torch.Generator().manual_seed(seed)
     return model.initial_state(batch, dtype=dtype).apply(lambda t: torch.randn(t.shape, generator=gen, dtype=t.dtype))
+
+
+def assert_identical(a, b, path: str = "") -> int:
+    """Recursively compare checkpoint trees bitwise; returns the number of tensors and arrays compared."""
+    if isinstance(a, TensorDictBase):
+        a, b = a.to_dict(), b.to_dict()
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
+        return 1
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        return sum(assert_identical(a[k], b[k], f"{path}.{k}") for k in a)
+    if isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        return sum(assert_identical(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True)))
+    if isinstance(a, np.ndarray):
+        assert np.array_equal(a, b), path
+        return 1
+    assert a == b, path
+    return 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from conftest import SMALL_DEBUG as SMALL
+from conftest import assert_identical
 from drama.cli import main
 from drama.run import read_checkpoint
 
@@ -86,24 +86,6 @@ def _checkpoint(run_dir: Path) -> dict:
     return read_checkpoint(run_dir / "checkpoints/last.ckpt")
 
 
-def _assert_identical(a, b, path="") -> int:
-    """Recursively compare checkpoint trees bitwise; returns the number of tensors compared."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
-        return 1
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        return sum(_assert_identical(a[k], b[k], f"{path}.{k}") for k in a)
-    if isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        return sum(_assert_identical(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True)))
-    if isinstance(a, np.ndarray):
-        assert np.array_equal(a, b), path
-        return 1
-    assert a == b, path
-    return 0
-
-
 def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, capsys):
     common = ["--config", DEBUG, *SMALL, "runtime.deterministic=true", f"runtime.output_dir={tmp_path}"]
     fit(tmp_path, capsys, *common, "train.total_steps=90", "runtime.run_name=straight")
@@ -115,7 +97,7 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, capsys):
     straight, resumed = _checkpoint(tmp_path / "straight"), _checkpoint(tmp_path / "resumed")
     keys = ["world_model", "actor_critic", "world_model_optimizer", "actor_critic_optimizer", "world_model_warmup",
             "actor_critic_warmup", "replay", "acting", "env", "observation", "rng"]
-    compared = sum(_assert_identical(straight[k], resumed[k], k) for k in keys)
+    compared = sum(assert_identical(straight[k], resumed[k], k) for k in keys)
     assert compared > 50
     assert torch.count_nonzero(straight["replay"]["_sampler"]["c"]) > 0  # DFS counters were exercised
     assert straight["loop"]["world_model_updates"] == resumed["loop"]["world_model_updates"] == 70

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from conftest import SMALL_DEBUG as SMALL
+from conftest import assert_identical
 from drama.cli import main
 from drama.run import RunFolder
 from drama.tracking import Tracker
-from test_fit import DEBUG, _assert_identical, _checkpoint
+from test_fit import DEBUG, _checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TOTAL = 40
@@ -53,7 +54,7 @@ def drama(tmp: Path, *args: str, fault: str | None = None, wait: bool = True) ->
 
 def assert_same_run(straight: Path, resumed: Path) -> None:
     a, b = _checkpoint(straight), _checkpoint(resumed)
-    assert sum(_assert_identical(a[k], b[k], k) for k in STATE_KEYS) > 50
+    assert sum(assert_identical(a[k], b[k], k) for k in STATE_KEYS) > 50
     assert a["loop"]["step"] == b["loop"]["step"] == TOTAL
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDict
 
-from conftest import tiny_config
+from conftest import assert_identical, tiny_config
 from drama.acting import ActingContext
 from drama.build import build_models
 from drama.config import ConfigError, load_config
@@ -123,26 +123,6 @@ def _save(folder: RunFolder, seed: int = 0) -> dict:
     return read_checkpoint(folder.checkpoint)
 
 
-def _assert_identical(a, b, path: str = "") -> int:
-    """Recursively compare checkpoint trees bitwise; returns the number of tensors and arrays compared."""
-    if isinstance(a, TensorDictBase):
-        a, b = a.to_dict(), b.to_dict()
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
-        return 1
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        return sum(_assert_identical(a[k], b[k], f"{path}.{k}") for k in a)
-    if isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        return sum(_assert_identical(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True)))
-    if isinstance(a, np.ndarray):
-        assert np.array_equal(a, b), path
-        return 1
-    assert a == b, path
-    return 0
-
-
 def _one_line_error(path: Path, *needles: str) -> None:
     with pytest.raises(CheckpointError) as caught:
         read_checkpoint(path)
@@ -174,7 +154,7 @@ def test_save_load_round_trip_is_bitwise_and_writes_only_the_run_folder(tmp_path
     assert restored.checkpoint == folder.checkpoint
     again = RunFolder(tmp_path / "again")
     save_training_state(None, again.checkpoint, other, restored.loop, restored.observation)
-    assert _assert_identical(saved, read_checkpoint(again.checkpoint)) > 50  # the RNG states included
+    assert assert_identical(saved, read_checkpoint(again.checkpoint)) > 50  # the RNG states included
 
     first = folder.checkpoint.read_bytes()
     _save(folder, seed=2)  # the second save keeps the first as previous.ckpt
@@ -253,7 +233,7 @@ def test_the_previous_checkpoint_is_the_fallback_when_the_last_is_damaged(tmp_pa
     parts = _parts(seed=3)
     restored = load_training_state(None, folder.checkpoint, parts, fallback=folder.previous_checkpoint)
     assert restored.checkpoint == folder.previous_checkpoint and restored.loop == first["loop"]
-    _assert_identical(first["world_model"], parts.world_model.state_dict())
+    assert_identical(first["world_model"], parts.world_model.state_dict())
     assert "using" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="SHA-256"):  # an explicit path: no fallback
         load_training_state(None, folder.checkpoint, parts)
