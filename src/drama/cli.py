@@ -10,6 +10,9 @@
 * ``drama bench --config FILE [key=value ...] [--iterations N] [--warmup N] [--compare "k=v k=v" ...]
   [--threads N] [--out FILE]``: time the loop's phases at the config's shapes, variants interleaved
   (:mod:`drama.bench`); the last line printed is the result as JSON.
+* ``drama sweep SWEEP.yaml [key=value ...] [--address ADDRESS] [--max-concurrent N] [--dry-run]``: a grid of
+  trials (fit, then evaluate) run as Ray tasks, resumable (:mod:`drama.sweep`); the last line printed is a JSON
+  summary.
 
 User errors (unknown keys, bad values, missing files, unknown envs) print one line ``drama: error: ...`` to
 stderr and exit with code 2.
@@ -71,7 +74,28 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     bench.add_argument("--out", default=None, help="also write the JSON (indented) to this file")
     bench.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines on stderr")
+    sweep = sub.add_parser("sweep", help="run a grid of trials (fit + evaluate) with Ray; resumable; report at the end")
+    sweep.add_argument("sweep_file", metavar="SWEEP.yaml", help="sweep file, e.g. conf/sweeps/tiny.yaml")
+    sweep.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every trial")
+    sweep.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    sweep.add_argument("--max-concurrent", type=int, default=None, help="trials running at once (default: as many "
+                       "as the resources allow)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the trials; start nothing, write nothing")
     return parser
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from drama.sweep import dry_run, load_sweep, run_sweep
+
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise ConfigError(f"--max-concurrent={args.max_concurrent} is invalid: must be a positive integer")
+    sweep = load_sweep(args.sweep_file, args.overrides)
+    if args.dry_run:
+        dry_run(sweep)
+        return 0
+    summary = run_sweep(sweep, address=args.address, max_concurrent=args.max_concurrent)
+    print(json.dumps(summary))
+    return 1 if summary["failed"] else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -148,7 +172,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"info": cmd_info, "fit": cmd_fit, "evaluate": cmd_evaluate, "report": cmd_report, "bench": cmd_bench}
+COMMANDS = {"info": cmd_info, "fit": cmd_fit, "evaluate": cmd_evaluate, "report": cmd_report, "bench": cmd_bench,
+            "sweep": cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
