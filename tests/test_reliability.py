@@ -14,7 +14,6 @@ import pytest
 
 from conftest import SMALL_DEBUG as SMALL
 from conftest import assert_identical
-from drama.cli import main
 from drama.run import RunFolder
 from drama.tracking import Tracker
 from test_fit import DEBUG, _checkpoint
@@ -31,11 +30,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory) -> Path:
-    """The uninterrupted run every interrupted one is compared with."""
+    """The uninterrupted run every interrupted one is compared with, in a fresh process like them (the test
+    process's thread count and other global state may differ after other tests)."""
     out = tmp_path_factory.mktemp("straight")
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    assert main(["fit", "--config", DEBUG, *COMMON, f"train.total_steps={TOTAL}", f"runtime.output_dir={out}",
-                 "runtime.run_name=straight"]) == 0
+    proc = drama(out, "fit", "--config", DEBUG, *COMMON, f"train.total_steps={TOTAL}", f"runtime.output_dir={out}",
+                 "runtime.run_name=straight")
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "straight"
 
 

@@ -86,9 +86,15 @@ class Tracker:
         info = folder.read_info()
         if info is None:
             return None
+        client = _client(info["tracking_uri"])
         if info["tracking_uri"] == folder.own_store_uri():
             _relocate(folder)
-        return cls(_client(info["tracking_uri"]), info["mlflow_run_id"])
+            # MLflow caches each run's artifact location per process by run id, and a copied folder's run has its
+            # original's id: forget it, so this process writes into this folder.
+            from mlflow.tracking._tracking_service import utils
+
+            getattr(utils, "_artifact_repos_cache", {}).pop(info["mlflow_run_id"], None)
+        return cls(client, info["mlflow_run_id"])
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
