@@ -9,12 +9,6 @@ API that the run, its metrics and its video artifact are served. The runs' artif
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,9 +19,7 @@ import numpy as np
 import pytest
 
 from drama.config import load_config
-
-STARTUP_TIMEOUT = 120.0  # seconds; about 15 s on 2 busy cores
-LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP(S)_PROXY
+from drama.tracking import LOOPBACK, MlflowServer
 
 
 def run_info(run_dir: Path) -> dict:
@@ -46,11 +38,6 @@ def assert_64x64_rgb_video(frames: np.ndarray, length: int) -> None:
     assert frames.shape == (length, 64, 64, 3) and length > 1
     assert frames.std() > 0  # not a blank video
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_run_record_holds_a_64x64_rgb_imagination_video(finished_debug_run, tmp_path):
@@ -75,89 +62,6 @@ def test_run_record_holds_a_64x64_rgb_imagination_video(finished_debug_run, tmp_
     assert len(episodes) == 2 and all(path.endswith(".gif") for path in episodes)
     frames = iio.imread(client.download_artifacts(run_id, episodes[0], str(tmp_path)), index=None)
     assert frames.ndim == 4 and frames.shape[1:] == (64, 64, 3) and frames.shape[0] > 1
-
-
-def signal_group(group: int, sig: int) -> None:
-    try:
-        os.killpg(group, sig)
-    except ProcessLookupError:
-        pass
-
-
-def group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-class MlflowServer:
-    """``python -m mlflow server`` on 127.0.0.1 in its own process group (killed as a whole)."""
-
-    def __init__(self, backend_store_uri: str, workdir: Path):
-        self.backend_store_uri, self.workdir = backend_store_uri, workdir
-        self.log_path = workdir / "mlflow-server.log"
-        self.proc: subprocess.Popen | None = None
-        self.url = ""
-
-    def command(self, port: int) -> list[str]:
-        return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_store_uri,
-                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-
-    def start(self, attempts: int = 3) -> str:
-        env = {**os.environ,
-               # no job runner (huey consumers: 7 extra processes, twice the start-up time), no telemetry
-               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-               "DO_NOT_TRACK": "true"}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        for _ in range(attempts):  # a new port if another process took the free one before the server bound it
-            port = free_port()
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(self.command(port), cwd=self.workdir, env=env, stdout=log,
-                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             start_new_session=True)
-            self.url = f"http://127.0.0.1:{port}"
-            if self.wait_ready():
-                return self.url
-            self.stop()
-            if "address already in use" not in self.log().lower():
-                break
-        raise AssertionError(f"mlflow server did not start: {' '.join(self.command(port))}\n{self.log()[-4000:]}")
-
-    def wait_ready(self) -> bool:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with LOOPBACK.open(f"{self.url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        return True
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.5)
-        return False
-
-    def stop(self) -> None:
-        """SIGTERM to the whole process group (the CLI process and its uvicorn worker), SIGKILL if still there."""
-        if self.proc is None:
-            return
-        group = self.proc.pid
-        signal_group(group, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-        deadline = time.monotonic() + 10
-        while group_alive(group) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        signal_group(group, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.proc = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 @pytest.fixture(scope="module")

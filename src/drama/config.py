@@ -426,20 +426,26 @@ def _check_renamed(node: DictConfig) -> None:
             raise ConfigError(f"{old} was renamed to {new} ({meaning})")
 
 
+def load_yaml_mapping(path: Path, what: str) -> DictConfig:
+    """A YAML file with a mapping at the top level (configs, sweep files); :class:`ConfigError` otherwise."""
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as exc:  # YAML syntax errors
+        raise ConfigError(f"cannot parse {path}: {_one_line(exc)}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return loaded
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DramaConfig:
     """Defaults <- YAML file <- ``key=value`` overrides, validated. Raises :class:`ConfigError`."""
     schema = OmegaConf.structured(DramaConfig)
     merged: Any = schema
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = OmegaConf.load(path)
-        except Exception as exc:  # YAML syntax errors
-            raise ConfigError(f"cannot parse {path}: {_one_line(exc)}") from None
-        if not isinstance(loaded, DictConfig):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+        loaded = load_yaml_mapping(path, "config file")
         try:
             _check_renamed(loaded)
         except ConfigError as exc:

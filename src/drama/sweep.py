@@ -40,20 +40,18 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from drama.config import ConfigError, load_config, validate
+from drama.config import ConfigError, load_config, load_yaml_mapping, validate
 from drama.run import RunFolder, write_atomic
+from drama.tracking import MlflowServer
 
 SWEEP_KEYS = ("name", "base", "overrides", "grid", "evaluate", "resources", "retries")
 RESOURCE_KEYS = ("cpus", "gpus")
@@ -62,8 +60,6 @@ DEFAULT_OUTPUT_DIR = "runs/sweeps"
 RESERVED_KEYS = ("runtime.output_dir", "runtime.run_name", "runtime.experiment")
 """Keys the sweep sets for every trial itself (a grid over them is refused)."""
 SWEEP_FILE = "sweep.json"
-SERVER_TIMEOUT = 120.0  # seconds for mlflow server to answer /health (about 15 s on 2 busy cores)
-LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP(S)_PROXY
 
 
 @dataclass
@@ -148,18 +144,21 @@ def _override_value(items: list[str], key: str) -> str | None:
     return found
 
 
+def _section(path: Path, spec: dict[str, Any], key: str, allowed: tuple[str, ...], noun: str) -> dict[str, Any]:
+    """The optional mapping ``spec[key]`` with only ``allowed`` keys."""
+    section = spec.get(key) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: {key} must be a mapping of {', '.join(allowed)}")
+    unknown = [k for k in section if k not in allowed]
+    if unknown:
+        raise ConfigError(f"{path}: unknown {noun} {unknown[0]!r} (expected {', '.join(allowed)})")
+    return section
+
+
 def load_sweep(path: str | Path, cli_overrides: list[str] | None = None) -> Sweep:
     """Read and validate the sweep file and every trial's config; writes nothing. Raises :class:`ConfigError`."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
-    try:
-        raw = OmegaConf.load(path)
-    except Exception as exc:  # YAML syntax errors
-        raise ConfigError(f"cannot parse {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
-            from None
-    if not isinstance(raw, DictConfig):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = load_yaml_mapping(path, "sweep file")
     spec: dict[str, Any] = OmegaConf.to_container(raw, resolve=True)  # type: ignore[assignment]
     unknown = [k for k in spec if k not in SWEEP_KEYS]
     if unknown:
@@ -181,20 +180,10 @@ def load_sweep(path: str | Path, cli_overrides: list[str] | None = None) -> Swee
         raise ConfigError(f"{path}: overrides must be a list of key=value strings")
     overrides = [*overrides, *(cli_overrides or [])]
 
-    resources = spec.get("resources") or {}
-    if not isinstance(resources, dict):
-        raise ConfigError(f"{path}: resources must be a mapping of {', '.join(RESOURCE_KEYS)}")
-    unknown = [k for k in resources if k not in RESOURCE_KEYS]
-    if unknown:
-        raise ConfigError(f"{path}: unknown resource {unknown[0]!r} (expected {', '.join(RESOURCE_KEYS)})")
+    resources = _section(path, spec, "resources", RESOURCE_KEYS, "resource")
     cpus = _number(resources.get("cpus", 1), f"{path}: resources.cpus")
     gpus = _number(resources.get("gpus", 0), f"{path}: resources.gpus")
-    evaluate = spec.get("evaluate") or {}
-    if not isinstance(evaluate, dict):
-        raise ConfigError(f"{path}: evaluate must be a mapping of {', '.join(EVALUATE_KEYS)}")
-    unknown = [k for k in evaluate if k not in EVALUATE_KEYS]
-    if unknown:
-        raise ConfigError(f"{path}: unknown evaluate key {unknown[0]!r} (expected {', '.join(EVALUATE_KEYS)})")
+    evaluate = _section(path, spec, "evaluate", EVALUATE_KEYS, "evaluate key")
     episodes = int(_number(evaluate.get("episodes", 10), f"{path}: evaluate.episodes", integer=True))
     if episodes < 1:
         raise ConfigError(f"{path}: evaluate.episodes=0 is invalid: must be a positive integer")
@@ -238,84 +227,6 @@ def _check_trial(base_cfg: DictConfig, base: Path, overrides: list[str]) -> None
     except Exception as exc:
         load_config(base, overrides)  # raises the one-line ConfigError of this trial's config
         raise ConfigError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-
-
-# ------------------------------------------------------------------ the MLflow server
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class MlflowServer:
-    """``python -m mlflow server`` on 127.0.0.1 against the sweep's sqlite store, in its own process group."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder.resolve()
-        self.proc: subprocess.Popen | None = None
-        self.url = ""
-
-    @property
-    def store_uri(self) -> str:
-        return f"sqlite:///{self.folder / 'mlflow.db'}"
-
-    def command(self, port: int) -> list[str]:
-        return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.store_uri,
-                "--default-artifact-root", str(self.folder / "mlartifacts"), "--host", "127.0.0.1",
-                "--port", str(port), "--workers", "1"]
-
-    def start(self, attempts: int = 3) -> str:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-               "DO_NOT_TRACK": "true"}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        log_path = self.folder / "logs" / "mlflow-server.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(attempts):  # a new port if another process took the free one before the server bound it
-            port = free_port()
-            with open(log_path, "ab") as log:
-                self.proc = subprocess.Popen(self.command(port), cwd=self.folder, env=env, stdout=log,
-                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             start_new_session=True)
-            self.url = f"http://127.0.0.1:{port}"
-            if self._wait_ready():
-                return self.url
-            self.stop()
-        raise ConfigError(f"mlflow server did not start (see {log_path})")
-
-    def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + SERVER_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                return False
-            try:
-                with LOOPBACK.open(f"{self.url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        return True
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.5)
-        return False
-
-    def stop(self) -> None:
-        """SIGTERM to the whole process group (the CLI process and its uvicorn worker), SIGKILL if still there."""
-        if self.proc is None:
-            return
-        group = self.proc.pid
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(group, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:
-            os.killpg(group, signal.SIGKILL)  # the worker, should it outlive the CLI process
-        except ProcessLookupError:
-            pass
-        self.proc = None
 
 
 # ------------------------------------------------------------------ one trial (runs inside a Ray worker)
@@ -439,17 +350,18 @@ def run_sweep(sweep: Sweep, address: str | None = None, max_concurrent: int | No
     done: list[str] = []
     timings: dict[str, float] = {}
     server: MlflowServer | None = None
-    own_uri = MlflowServer(folder).store_uri
+    own_uri = f"sqlite:///{folder.resolve() / 'mlflow.db'}"
     started_ray = False
     try:
         if todo:
             uri = os.environ.get("MLFLOW_TRACKING_URI")
             if not uri:
                 t0 = time.monotonic()
-                server = MlflowServer(folder)
+                server = MlflowServer(own_uri, folder.resolve(), artifact_root=folder.resolve() / "mlartifacts",
+                                      log_path=folder.resolve() / "logs" / "mlflow-server.log")
                 uri = server.start()
                 timings["mlflow_server_start_s"] = round(time.monotonic() - t0, 1)
-                _say(f"MLflow server {uri} (store {server.store_uri})")
+                _say(f"MLflow server {uri} (store {own_uri})")
             _create_experiment(uri, sweep.name, folder / "mlartifacts")
             import ray
 
