@@ -131,3 +131,15 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     saved = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert saved["loop"]["step"] < loop.state.step
     assert all(torch.isfinite(v).all() for v in saved["world_model"].values() if v.is_floating_point())
+
+
+def test_other_runtime_errors_are_not_reported_as_divergence(tmp_path):
+    loop, _, _ = make_loop(tmp_path, "train.total_steps=5")
+
+    def fail(bar):
+        raise RuntimeError("Inference tensors cannot be saved for backward")
+
+    loop.iteration = fail
+    with pytest.raises(RuntimeError, match="Inference tensors") as raised:
+        loop.run()
+    assert not isinstance(raised.value, Diverged)

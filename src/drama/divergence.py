@@ -34,7 +34,7 @@ class DivergenceGuard:
         """Raise :class:`Diverged` naming the first quantity that went non-finite (watched values, then the
         parameters of ``modules``) and ``last_good``, the checkpoint that is kept."""
         names = list(self.first_bad)
-        steps = torch.stack([self.first_bad[n].cpu() for n in names]).tolist() if names else []
+        steps = torch.stack(list(self.first_bad.values())).tolist() if names else []  # one read
         bad = sorted((s, n) for s, n in zip(steps, names, strict=True) if s >= 0)
         if bad:
             first_step, name = bad[0]

@@ -8,6 +8,7 @@ batched logging -> periodic checkpoint. Nothing here knows which dynamics backbo
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -25,6 +26,9 @@ from drama.imagination import imagine
 from drama.progress import ProgressBar
 from drama.run import RunFolder, TrainingParts, load_training_state, save_training_state
 from drama.tracking import MetricAccumulator, Tracker
+
+_NON_FINITE = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
+"""An error message about non-finite values (e.g. torch.multinomial's "contains either `inf`, `nan` or ...")."""
 
 
 @dataclass
@@ -87,7 +91,7 @@ class DramaLoop:
                 except RuntimeError as error:  # e.g. sampling from non-finite probabilities: name what diverged
                     self.check_divergence()
                     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                    if "nan" not in first_line.lower() and "inf" not in first_line.lower():
+                    if not _NON_FINITE.search(first_line):
                         raise
                     raise Diverged(f"{self.phase} failed at env step {self.state.step + 1} ({first_line}); "
                                    f"the run stopped and kept the last good checkpoint: {self.last_good()}") from None

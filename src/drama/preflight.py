@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from drama.config import RUNTIME_DEVICES, ConfigError, DramaConfig, check_updates_happen, satisfies
-from drama.run import CheckpointError, RunFolder, verify_checkpoint
+from drama.run import CheckpointError, RunFolder, newest_good_checkpoint
 
 HEALTH_TIMEOUT_S = 5.0
 """How long an MLflow server gets to answer ``GET <uri>/health`` (seconds)."""
@@ -216,16 +216,10 @@ def check_resume(cfg: DramaConfig, folder: RunFolder) -> None:
     or the previous one), the folder and its checkpoints can be written, and the run's MLflow store (recorded in its
     run-info file, else the one a new record would use)."""
     check_runtime(cfg)
-    errors = []
-    for path in (folder.checkpoint, folder.previous_checkpoint):
-        try:
-            verify_checkpoint(path)
-            break
-        except CheckpointError as exc:
-            if path.exists():
-                errors.append(str(exc))
-    else:
-        raise CheckpointError(f"--resume {folder.root}: no good checkpoint: {'; '.join(errors)}")
+    try:
+        newest_good_checkpoint(folder, warn=False)  # the loader says which one it uses
+    except CheckpointError as exc:
+        raise CheckpointError(f"--resume {folder.root}: {exc}") from None
     for path in (folder.root, folder.checkpoint.parent):
         if not os.access(path, os.W_OK | os.X_OK):
             raise ConfigError(f"--resume {folder.root}: {path} is not writable by this user")

@@ -352,9 +352,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 _T = TypeVar("_T")
 
 
-def _first_good(candidates: list[Path], read: Callable[[Path], _T]) -> tuple[Path, _T]:
-    """``read`` of the first candidate that is good; one line on stderr when a later one is used, one
-    :class:`CheckpointError` naming all of them when none is."""
+def _first_good(candidates: list[Path], read: Callable[[Path], _T], warn: bool = True) -> tuple[Path, _T]:
+    """``read`` of the first candidate that is good; one line on stderr (with ``warn``) when a later one is used,
+    one :class:`CheckpointError` naming all of them when none is."""
     if not any(path.exists() for path in candidates):
         raise CheckpointError(f"no checkpoint at {candidates[0]}")
     errors: list[str] = []
@@ -364,16 +364,16 @@ def _first_good(candidates: list[Path], read: Callable[[Path], _T]) -> tuple[Pat
         except CheckpointError as exc:
             errors.append(str(exc))
             continue
-        if errors:
+        if errors and warn:
             print(f"drama: warning: {'; '.join(errors)}; using {path} instead", file=sys.stderr, flush=True)
         return path, value
     raise CheckpointError(f"no good checkpoint: {'; '.join(errors)}")
 
 
-def newest_good_checkpoint(folder: RunFolder) -> Path:
+def newest_good_checkpoint(folder: RunFolder, warn: bool = True) -> Path:
     """The run folder's ``last.ckpt`` if it verifies, else its ``previous.ckpt`` (with one line on stderr saying
-    so), else :class:`CheckpointError`."""
-    return _first_good([folder.checkpoint, folder.previous_checkpoint], verify_checkpoint)[0]
+    so, unless not ``warn``), else :class:`CheckpointError`."""
+    return _first_good([folder.checkpoint, folder.previous_checkpoint], verify_checkpoint, warn)[0]
 
 
 # ---------------------------------------------------------------------- the training state

@@ -28,7 +28,7 @@ with it, and every trial starts from a clean interpreter.
 
 MLflow: unless ``MLFLOW_TRACKING_URI`` is set, the driver starts ``mlflow server`` on loopback against the sweep's
 sqlite store for the sweep's duration (its process group is killed at the end, also on Ctrl-C or an error); the
-trials log to it, and each finished trial's ``run.json`` is pointed at the sqlite file afterwards, so ``drama
+trials log to it, and each finished trial's run-info file is pointed at the sqlite file afterwards, so ``drama
 report``, the notebook and ``drama fit --resume`` keep working without the server.
 """
 
@@ -51,7 +51,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from drama.config import ConfigError, load_config, load_yaml_mapping, validate
 from drama.run import RunFolder, write_atomic
-from drama.tracking import MlflowServer
+from drama.tracking import MlflowServer, ensure_experiment
 
 SWEEP_KEYS = ("name", "base", "overrides", "grid", "evaluate", "resources", "retries")
 RESOURCE_KEYS = ("cpus", "gpus")
@@ -309,7 +309,7 @@ class _Record:
 
 
 def _point_run_at(trial_dir: Path, uri: str) -> None:
-    """Re-point a trial's ``run.json`` at ``uri`` (the same store: the sweep's sqlite file or its server)."""
+    """Re-point a trial's run-info file at ``uri`` (the same store: the sweep's sqlite file or its server)."""
     folder = RunFolder(trial_dir)
     info = folder.read_info()
     if info is not None and info["tracking_uri"] != uri:
@@ -321,9 +321,7 @@ def _create_experiment(uri: str, name: str, artifacts: Path) -> None:
     first one would put every trial's artifacts into its own folder)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
-    if client.get_experiment_by_name(name) is None:
-        client.create_experiment(name, artifact_location=str(artifacts.resolve()))
+    ensure_experiment(MlflowClient(tracking_uri=uri), name, artifacts)
 
 
 def _say(message: str) -> None:

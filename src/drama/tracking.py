@@ -61,6 +61,14 @@ def _client(uri: str):
         return MlflowClient(tracking_uri=uri)
 
 
+def ensure_experiment(client, name: str, artifacts: Path) -> str:
+    """The id of experiment ``name``, created with its artifacts under ``artifacts`` if it does not exist yet."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=str(artifacts.resolve()))
+
+
 class Tracker:
     """One run's MLflow record: params, metrics (batched), artifacts, metric histories and its final status."""
 
@@ -80,9 +88,7 @@ class Tracker:
             return tracker
         uri = folder.tracking_uri()
         client = _client(uri)
-        found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found is not None else client.create_experiment(
-            experiment, artifact_location=str(folder.artifacts.resolve()))
+        experiment_id = ensure_experiment(client, experiment, folder.artifacts)
         run_id = client.create_run(experiment_id, run_name=folder.name).info.run_id
         folder.write_info(run_id, uri)
         return cls(client, run_id)
