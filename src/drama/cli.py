@@ -10,9 +10,11 @@
 * ``drama bench --config FILE [key=value ...] [--iterations N] [--warmup N] [--compare "k=v k=v" ...]
   [--threads N] [--out FILE]``: time the loop's phases at the config's shapes, variants interleaved
   (:mod:`drama.bench`); the last line printed is the result as JSON.
-* ``drama sweep SWEEP.yaml [key=value ...] [--address ADDRESS] [--max-concurrent N] [--dry-run]``: a grid of
-  trials (fit, then evaluate) run as Ray tasks, resumable (:mod:`drama.sweep`); the last line printed is a JSON
-  summary.
+* ``drama sweep SWEEP.yaml [key=value ...] [--address ADDRESS] [--max-concurrent N] [--refresh SECONDS]
+  [--dry-run]``: a grid of trials (fit, then evaluate) run as Ray tasks, resumable, with a live table of trials
+  (:mod:`drama.sweep`); the last line printed is a JSON summary.
+
+``key=value`` items may come before or after the options.
 
 User errors (unknown keys, bad values, missing files, unknown envs) print one line ``drama: error: ...`` to
 stderr and exit with code 2.
@@ -25,9 +27,7 @@ import json
 import sys
 
 from drama.config import SEED_MAX, ConfigError, load_config, to_yaml
-from drama.errors import Diverged, RunStopped
-
-EXIT_USAGE = 2
+from drama.errors import EXIT_USAGE, Diverged, RunStopped
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-concurrent", type=int, default=None, help="trials running at once (default: as many "
                        "as the resources allow)")
     sweep.add_argument("--dry-run", action="store_true", help="list the trials; start nothing, write nothing")
+    sweep.add_argument("--refresh", type=float, default=10.0, metavar="SECONDS",
+                       help="seconds between progress updates of the trials' table (default 10)")
     return parser
 
 
@@ -89,11 +91,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise ConfigError(f"--max-concurrent={args.max_concurrent} is invalid: must be a positive integer")
+    if not 0 < args.refresh < float("inf"):
+        raise ConfigError(f"--refresh={args.refresh} is invalid: must be a positive number of seconds")
     sweep = load_sweep(args.sweep_file, args.overrides)
     if args.dry_run:
         dry_run(sweep)
         return 0
-    summary = run_sweep(sweep, address=args.address, max_concurrent=args.max_concurrent)
+    summary = run_sweep(sweep, address=args.address, max_concurrent=args.max_concurrent, refresh=args.refresh)
     print(json.dumps(summary))
     return 1 if summary["failed"] else 0
 
@@ -176,9 +180,22 @@ COMMANDS = {"info": cmd_info, "fit": cmd_fit, "evaluate": cmd_evaluate, "report"
             "sweep": cmd_sweep}
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; ``key=value`` items may come before or after the options (``drama sweep S.yaml --dry-run
+    seed=1`` as well as ``drama sweep S.yaml seed=1 --dry-run``)."""
+    args, extra = build_parser().parse_known_args(argv)
+    overrides = [item for item in extra if "=" in item and not item.startswith("-")]
+    unknown = [item for item in extra if item not in overrides]
+    if unknown or (overrides and not hasattr(args, "overrides")):
+        raise ConfigError(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(argv)
         return COMMANDS[args.command](args)
     except ConfigError as exc:
         print(f"drama: error: {exc}", file=sys.stderr)

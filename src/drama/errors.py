@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 
+EXIT_USAGE = 2
+"""Exit code of a usage or configuration error."""
 EXIT_DIVERGED = 3
 """Exit code of a run stopped by :class:`Diverged`."""
 

@@ -251,7 +251,7 @@ class DramaLoop:
         s = self.state
         if steps:
             metrics["time/steps_per_second"] = rate
-        metrics.update({"progress/world_model_updates": s.world_model_updates,
+        metrics.update({"progress/env_steps": s.step, "progress/world_model_updates": s.world_model_updates,
                         "progress/actor_critic_updates": s.actor_critic_updates,
                         "progress/episodes": s.episodes, "progress/skipped_updates": s.skipped_updates})
         metrics.update({f"replay/{k}": v for k, v in self.replay.stats().items()})

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from drama.config import ConfigError
+from drama.processes import terminate_with_parent
 from drama.run import RunFolder
 
 _PARAMS_PER_BATCH = 100
@@ -190,7 +191,8 @@ def free_port() -> int:
 
 class MlflowServer:
     """``python -m mlflow server`` on 127.0.0.1 against ``backend_store_uri``, in its own process group (stopped as
-    a whole: the CLI process and its uvicorn worker). Used by ``drama sweep`` (one server per sweep) and the tests."""
+    a whole: the CLI process and its uvicorn worker; SIGTERM should the process that started it die). Used by
+    ``drama sweep`` (one server per sweep) and the tests."""
 
     def __init__(self, backend_store_uri: str, workdir: Path, artifact_root: Path | None = None,
                  log_path: Path | None = None) -> None:
@@ -218,7 +220,7 @@ class MlflowServer:
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(self.command(port), cwd=self.workdir, env=env, stdout=log,
                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             start_new_session=True)
+                                             start_new_session=True, preexec_fn=terminate_with_parent())
             self.url = f"http://127.0.0.1:{port}"
             if self._wait_ready():
                 return self.url

@@ -1,0 +1,261 @@
+"""The sweep's driver: its MLflow server, Ray, the trials as Ray tasks, ``sweep.json``, the live table, the report.
+
+This module owns the sweep folder's layout: ``<runtime.output_dir, default runs/sweeps>/<name>/`` holds
+``sweep.json`` (every trial's status, grid values, attempts, result or one-line error, and the latest value of each
+of its metrics as read back from the tracking server named by its ``tracking_uri``), ``logs/<trial>.log`` (its
+commands' output), ``logs/mlflow-server.log``, the MLflow store ``mlflow.db`` + ``mlartifacts/``, ``report/`` and
+one run folder per trial. Running the same command again continues: a trial with an evaluation JSON is skipped, one
+with a checkpoint continues with ``drama fit --resume``.
+
+MLflow: unless ``MLFLOW_TRACKING_URI`` is set, the driver starts ``mlflow server`` on loopback against the sweep's
+sqlite store for the sweep's duration (stopped at the end, also on Ctrl-C or an error; it gets SIGTERM should the
+driver be killed); the trials log to it, and each finished trial's ``run.json`` is pointed at the sqlite file
+afterwards, so ``drama report``, the notebook and ``drama fit --resume`` keep working without the server.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from drama.run import RunFolder, write_atomic
+from drama.sweep.file import Sweep, Trial, format_value
+from drama.sweep.progress import SweepProgress
+from drama.sweep.trial import TrialCrashed, run_trial
+from drama.tracking import MlflowServer, ensure_experiment
+
+SWEEP_FILE = "sweep.json"
+LOGS_DIR = "logs"
+REPORT_DIR = "report"
+MLFLOW_DB_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+OBJECT_STORE_BYTES = 100 * 1024 ** 2
+"""Ray's object store of a local sweep: the trials pass only small JSON results."""
+
+
+def evaluated(trial_dir: Path) -> bool:
+    evaluations = RunFolder(trial_dir).evaluations
+    return evaluations.is_dir() and any(evaluations.glob("*.json"))
+
+
+class _Record:
+    """``sweep.json``: the sweep's trials and their statuses, rewritten atomically at every change."""
+
+    def __init__(self, sweep: Sweep) -> None:
+        self.path = sweep.folder / SWEEP_FILE
+        old = {}
+        if self.path.is_file():
+            try:
+                old = {t["name"]: t for t in json.loads(self.path.read_text()).get("trials", [])}
+            except (OSError, ValueError, KeyError, TypeError):
+                old = {}
+        self.data: dict[str, Any] = {"name": sweep.name, "sweep_file": str(sweep.path), "base": str(sweep.base),
+                                     "trials": []}
+        for trial in sweep.trials:
+            before = old.get(trial.name, {})
+            entry = {"name": trial.name, "grid": trial.grid, "status": before.get("status", "pending"),
+                     "attempts": before.get("attempts", 0)}
+            entry.update({k: v for k, v in before.items() if k not in entry})
+            self.data["trials"].append(entry)
+        self.by_name = {t["name"]: t for t in self.data["trials"]}
+
+    def set(self, name: str, **fields: Any) -> None:
+        self.by_name[name].update(fields)
+        self.write()
+
+    def write(self) -> None:
+        write_atomic(self.path, (json.dumps(self.data, indent=1) + "\n").encode())
+
+
+def _point_run_at(trial_dir: Path, uri: str) -> None:
+    """Re-point a trial's run-info file at ``uri`` (the same store: the sweep's sqlite file or its server)."""
+    folder = RunFolder(trial_dir)
+    info = folder.read_info()
+    if info is not None and info["tracking_uri"] != uri:
+        folder.write_info(info["mlflow_run_id"], uri)
+
+
+def _create_experiment(uri: str, name: str, artifacts: Path) -> None:
+    """The sweep's experiment, created once before the trials (two trials creating it at once would race, and the
+    first one would put every trial's artifacts into its own folder)."""
+    from mlflow.tracking import MlflowClient
+
+    ensure_experiment(MlflowClient(tracking_uri=uri), name, artifacts)
+
+
+def _start_ray(sweep: Sweep, address: str | None, max_concurrent: int | None) -> None:
+    """Join ``address``, or start a local Ray that fits this machine (no dashboard, a small object store, as many
+    CPUs as the machine has or ``max_concurrent`` trials need)."""
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    cpus = os.cpu_count() or 1
+    if max_concurrent:
+        cpus = max(cpus, math.ceil(max_concurrent * max(sweep.cpus, 0.01)))
+    ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
+             logging_level="ERROR")
+
+
+class _Driver:
+    """One run of ``drama sweep``: submits the trials not yet evaluated and collects them with ``ray.wait``."""
+
+    def __init__(self, sweep: Sweep, uri: str, own_uri: str, with_server: bool, max_concurrent: int | None,
+                 progress: SweepProgress, record: _Record) -> None:
+        import ray
+
+        self.sweep, self.uri, self.own_uri, self.with_server = sweep, uri, own_uri, with_server
+        self.max_concurrent, self.progress, self.record = max_concurrent, progress, record
+        threads = str(max(1, int(sweep.cpus)))
+        self.env = {"MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        self.task = ray.remote(run_trial).options(num_cpus=sweep.cpus, num_gpus=sweep.gpus,
+                                                  max_retries=sweep.retries, retry_exceptions=[TrialCrashed])
+        self.pending: dict[Any, Trial] = {}
+        self.done: list[str] = []
+        self.failed: list[str] = []
+        self.tagged: set[str] = set()
+
+    def trial_dir(self, trial: Trial) -> Path:
+        return (self.sweep.folder / trial.name).resolve()
+
+    def log(self, trial: Trial) -> Path:
+        return (self.sweep.folder / LOGS_DIR / f"{trial.name}.log").resolve()
+
+    def run(self, todo: list[Trial], finished: int) -> None:
+        import ray
+
+        queue, total = list(todo), len(self.sweep.trials)
+        while queue or self.pending:
+            while queue and (not self.max_concurrent or len(self.pending) < self.max_concurrent):
+                self.submit(queue.pop(0), finished + len(self.pending) + 1, total)
+            ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=self.progress.refresh)
+            self.progress.poll(force=bool(ready))
+            for trial in self.pending.values():
+                self.tag(trial)
+            for ref in ready:
+                finished += 1
+                self.collect(ref, finished, total)
+
+    def submit(self, trial: Trial, index: int, total: int) -> None:
+        if self.with_server:
+            _point_run_at(self.trial_dir(trial), self.uri)  # a resumed trial logs to this server
+        attempts = self.record.by_name[trial.name].get("attempts", 0) + 1
+        self.record.set(trial.name, status="running", attempts=attempts, error=None)
+        ref = self.task.remote(str(self.sweep.base.resolve()), self.sweep.trial_overrides(trial),
+                               str(self.trial_dir(trial)), self.sweep.episodes, str(self.log(trial)), self.env)
+        self.pending[ref] = trial
+        self.progress.set(trial.name, "starting")
+        self.progress.say(f"[{index}/{total}] start {trial.name}")
+
+    def tag(self, trial: Trial) -> None:
+        """Tag the trial's MLflow run once it exists: ``sweep``, ``sweep.trial`` and each grid value as
+        ``sweep.<key>`` (its params hold the whole config already)."""
+        if trial.name in self.tagged:
+            return
+        info = RunFolder(self.trial_dir(trial)).read_info()
+        if info is None:
+            return
+        tags = {"sweep": self.sweep.name, "sweep.trial": trial.name,
+                **{f"sweep.{key}": format_value(value) for key, value in trial.grid.items()}}
+        try:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(tracking_uri=self.uri)
+            for key, value in tags.items():
+                client.set_tag(info["mlflow_run_id"], key, value)
+        except Exception:  # noqa: BLE001 - a busy server: tagged at the next poll
+            return
+        self.tagged.add(trial.name)
+
+    def collect(self, ref: Any, finished: int, total: int) -> None:
+        import ray
+
+        trial = self.pending.pop(ref)
+        self.tag(trial)
+        metrics = self.progress.metrics(trial.name)  # read back through the server, before it is unpointed
+        if self.with_server:
+            _point_run_at(self.trial_dir(trial), self.own_uri)
+        try:
+            result = ray.get(ref)
+        except Exception as exc:  # the task's last error (RayTaskError) or a lost worker
+            cause = getattr(exc, "cause", None) or exc
+            message = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
+            self.failed.append(trial.name)
+            self.record.set(trial.name, status="failed", error=message, metrics=metrics)
+            self.progress.set(trial.name, "failed", error=message)
+            self.progress.say(f"[{finished}/{total}] failed {trial.name}: {message}")
+            return
+        self.done.append(trial.name)
+        self.record.set(trial.name, status="done", error=None, mean_return=result.get("mean"),
+                        evaluation=result.get("path"), metrics=metrics)
+        self.progress.set(trial.name, "done", result=result.get("mean"))
+        self.progress.say(f"[{finished}/{total}] done {trial.name} (return {result.get('mean')})")
+
+
+def run_sweep(sweep: Sweep, address: str | None = None, max_concurrent: int | None = None,
+              refresh: float = 10.0) -> dict[str, Any]:
+    """Run every trial not yet evaluated; write ``sweep.json`` and the report; return the summary."""
+    folder = sweep.folder
+    (folder / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+    record = _Record(sweep)
+    todo = [t for t in sweep.trials if not evaluated(folder / t.name)]
+    skipped = [t.name for t in sweep.trials if t not in todo]
+    own_uri = f"sqlite:///{folder.resolve() / MLFLOW_DB_FILE}"
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or own_uri
+    server: MlflowServer | None = None
+    timings: dict[str, float] = {}
+    started_ray = False
+    driver: _Driver | None = None
+    progress = SweepProgress(sweep.trials, folder, uri, refresh=refresh)
+    try:
+        with progress:
+            for name in skipped:
+                if record.by_name[name]["status"] != "done":
+                    record.set(name, status="done")
+                progress.set(name, "done", result=record.by_name[name].get("mean_return"))
+                progress.say(f"skip {name} (already evaluated)")
+            if todo:
+                if not os.environ.get("MLFLOW_TRACKING_URI"):
+                    t0 = time.monotonic()
+                    server = MlflowServer(own_uri, folder.resolve(), artifact_root=folder.resolve() / ARTIFACTS_DIR,
+                                          log_path=folder.resolve() / LOGS_DIR / "mlflow-server.log")
+                    uri = progress.uri = server.start()
+                    timings["mlflow_server_start_s"] = round(time.monotonic() - t0, 1)
+                    progress.say(f"MLflow server {uri} (store {own_uri}); open it with: mlflow ui "
+                                 f"--backend-store-uri {own_uri}")
+                _create_experiment(uri, sweep.name, folder / ARTIFACTS_DIR)
+                record.data["tracking_uri"] = uri  # where this driver's trials log and their metrics are read
+                record.write()
+                t0 = time.monotonic()
+                _start_ray(sweep, address, max_concurrent)
+                started_ray = True
+                timings["ray_start_s"] = round(time.monotonic() - t0, 1)
+                import ray
+
+                progress.say(f"Ray started in {timings['ray_start_s']} s: {ray.cluster_resources()}")
+                driver = _Driver(sweep, uri, own_uri, server is not None, max_concurrent, progress, record)
+                t0 = time.monotonic()
+                driver.run(todo, finished=len(skipped))
+                timings["trials_s"] = round(time.monotonic() - t0, 1)
+        finished_dirs = [folder / t.name for t in sweep.trials if evaluated(folder / t.name)]
+        report_paths: dict[str, str] = {}
+        if finished_dirs:
+            from drama.report import report
+
+            report_paths = report(finished_dirs, out=folder / REPORT_DIR)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+        if server is not None:
+            server.stop()
+    done, failed = (driver.done, driver.failed) if driver else ([], [])
+    return {"sweep_dir": str(folder), "trials": len(sweep.trials), "done": len(done), "failed": len(failed),
+            "skipped": len(skipped), "failed_trials": failed, "report": report_paths.get("markdown"),
+            "sweep_json": str(record.path), **timings}
