@@ -1,3 +1,5 @@
 """drama: DRAMA (Mamba-2 world-model RL) on Lightning, TorchRL and MLflow."""
 
-__version__ = "0.1.0"
+from drama.version import __version__
+
+__all__ = ["__version__"]

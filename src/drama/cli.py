@@ -1,4 +1,7 @@
-"""Command line: ``drama info|fit|evaluate|report|bench``.
+"""Command line: ``drama info|fit|evaluate|report|bench|sweep|config``, and ``drama --version``.
+
+``--config`` takes a packaged config's name (``atari``, ``debug``, ``cartpole``; ``drama config list``) or a YAML
+file (:func:`drama.config.find_config_file`).
 
 * ``drama info --config FILE [key=value ...]``: resolved config; last line: parameter counts as JSON.
 * ``drama fit --config FILE [key=value ...]``: train a new run; ``drama fit --resume RUN_DIR [key=value ...]``
@@ -10,6 +13,8 @@
 * ``drama bench --config FILE [key=value ...] [--iterations N] [--warmup N] [--compare "k=v k=v" ...]
   [--threads N] [--out FILE]``: time the loop's phases at the config's shapes, variants interleaved
   (:mod:`drama.bench`); the last line printed is the result as JSON.
+* ``drama config list`` / ``drama config show NAME``: the packaged configs' names and descriptions; one's text
+  (:mod:`drama.packaged_configs`).
 * ``drama sweep SWEEP.yaml [key=value ...] [--address ADDRESS] [--max-concurrent N] [--refresh SECONDS]
   [--dry-run]``: a grid of trials (fit, then evaluate) run as Ray tasks, resumable, with a live table of trials
   (:mod:`drama.sweep`); the last line printed is a JSON summary.
@@ -28,6 +33,7 @@ import sys
 
 from drama.config import SEED_MAX, ConfigError, load_config, to_yaml
 from drama.errors import EXIT_USAGE, Diverged, RunStopped
+from drama.version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,15 +41,19 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+CONFIG_HELP = "a packaged config's name (drama config list), e.g. atari, or a YAML file"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="drama", description="DRAMA: Mamba-2 world-model reinforcement learning.")
+    parser.add_argument("--version", action="version", version=f"drama {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     info = sub.add_parser("info", help="print the resolved config and the parameter counts (JSON, last line)")
-    info.add_argument("--config", required=True, help="YAML config file, e.g. conf/atari.yaml")
+    info.add_argument("--config", required=True, help=CONFIG_HELP)
     info.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
     fit = sub.add_parser("fit", help="train a new run (--config) or continue one (--resume RUN_DIR)")
     source = fit.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", help="YAML config file, e.g. conf/atari.yaml")
+    source.add_argument("--config", help=CONFIG_HELP)
     source.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     fit.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
     evaluate = sub.add_parser("evaluate", help="play N complete evaluation episodes of a run's checkpoint")
@@ -65,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the CIs (default 2000)")
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     bench = sub.add_parser("bench", help="time the loop's phases at a config's shapes; variants side by side (JSON)")
-    bench.add_argument("--config", required=True, help="YAML config file, e.g. conf/atari.yaml")
+    bench.add_argument("--config", required=True, help=CONFIG_HELP)
     bench.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every variant")
     bench.add_argument("--iterations", type=int, default=3, help="timed loop iterations per variant (default 3)")
     bench.add_argument("--warmup", type=int, default=1, help="untimed iterations per variant first (default 1)")
@@ -74,8 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     bench.add_argument("--out", default=None, help="also write the JSON (indented) to this file")
     bench.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines on stderr")
+    config = sub.add_parser("config", help="the packaged configs: list them, or print one to copy and edit")
+    config_sub = config.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    config_sub.add_parser("list", help="the packaged configs' names and one-line descriptions")
+    show = config_sub.add_parser("show", help="print a packaged config (drama config show atari > my.yaml)")
+    show.add_argument("name", help="a name from drama config list")
     sweep = sub.add_parser("sweep", help="run a grid of trials (fit + evaluate) with Ray; resumable; report at the end")
-    sweep.add_argument("sweep_file", metavar="SWEEP.yaml", help="sweep file, e.g. conf/sweeps/tiny.yaml")
+    sweep.add_argument("sweep_file", metavar="SWEEP.yaml",
+                       help="a packaged sweep's name (sweeps/tiny, drama config list) or a sweep file")
     sweep.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every trial")
     sweep.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     sweep.add_argument("--max-concurrent", type=int, default=None, help="trials running at once (default: as many "
@@ -84,6 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--refresh", type=float, default=10.0, metavar="SECONDS",
                        help="seconds between progress updates of the trials' table (default 10)")
     return parser
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from drama import packaged_configs
+
+    if args.config_command == "list":
+        names = packaged_configs.names()
+        width = max(len(name) for name in names)
+        for name in names:
+            print(f"{name:<{width}}  {packaged_configs.description(name)}")
+        return 0
+    path = packaged_configs.path(args.name)
+    if path is None:
+        raise ConfigError(f"no packaged config {args.name!r}: the names are {', '.join(packaged_configs.names())}")
+    sys.stdout.write(path.read_text())
+    return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -177,7 +209,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"info": cmd_info, "fit": cmd_fit, "evaluate": cmd_evaluate, "report": cmd_report, "bench": cmd_bench,
-            "sweep": cmd_sweep}
+            "sweep": cmd_sweep, "config": cmd_config}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -195,7 +227,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = parse(argv)
+        try:
+            args = parse(argv)
+        except SystemExit as exc:  # --help, --version
+            return int(exc.code or 0)
         return COMMANDS[args.command](args)
     except ConfigError as exc:
         print(f"drama: error: {exc}", file=sys.stderr)

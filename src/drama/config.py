@@ -22,6 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import drama.packaged_configs as packaged_configs
+
 # ------------------------------------------------------------------ allowed values of the switches
 BACKBONES = ("mamba2", "mamba", "gru", "transformer")
 """Dynamics backbones (``world_model.backbone.name``)."""
@@ -426,6 +428,20 @@ def _check_renamed(node: DictConfig) -> None:
             raise ConfigError(f"{old} was renamed to {new} ({meaning})")
 
 
+def find_config_file(name: str | Path, what: str = "config file") -> Path:
+    """A config or sweep file: ``name`` as a path when that file exists, else the packaged config of that name
+    (``atari``, ``sweeps/tiny``, also ``conf/atari.yaml`` outside a checkout: :mod:`drama.packaged_configs`);
+    :class:`ConfigError` listing the packaged names otherwise."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    packaged = packaged_configs.path(str(name))
+    if packaged is not None:
+        return packaged
+    raise ConfigError(f"{what} not found: {name} (neither a file nor a packaged config: "
+                      f"{', '.join(packaged_configs.names())}; see drama config list)")
+
+
 def load_yaml_mapping(path: Path, what: str) -> DictConfig:
     """A YAML file with a mapping at the top level (configs, sweep files); :class:`ConfigError` otherwise."""
     if not path.is_file():
@@ -444,7 +460,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     schema = OmegaConf.structured(DramaConfig)
     merged: Any = schema
     if path is not None:
-        path = Path(path)
+        path = find_config_file(path)
         loaded = load_yaml_mapping(path, "config file")
         try:
             _check_renamed(loaded)

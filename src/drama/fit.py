@@ -22,6 +22,7 @@ from drama.errors import RunStopped
 from drama.preflight import check_model_shapes, check_new_run
 from drama.run import RunFolder
 from drama.run_lock import RunLock
+from drama.version import provenance
 
 
 @dataclass
@@ -137,7 +138,10 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
         folder.write_config(cfg)  # only now: the overrides were checked against the saved run
     loop.tracker = tracker = Tracker.start(folder, cfg.runtime.experiment, resume=resume, step=loop.state.step)
     if not resume:
-        tracker.log_params({**to_flat_dict(cfg), **{f"parameters/{k}": v for k, v in counts.items()}})
+        made_by = provenance()
+        tracker.log_params({**to_flat_dict(cfg), **{f"parameters/{k}": v for k, v in counts.items()},
+                            "drama/version": made_by["drama_version"], "drama/git_commit": made_by["git_commit"] or
+                            "none"})
     print(to_yaml(cfg), end="")
     print(f"# run {run_dir} | device {device} | precision {precision} | compile {cfg.runtime.compile} | "
           f"{'resuming at step ' + str(loop.state.step) if resume else 'new run'}")

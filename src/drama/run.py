@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from drama.config import ConfigError, DramaConfig, load_config, to_yaml
+from drama.version import provenance
 
 CONFIG_FILE = "config.yaml"
 RUN_INFO_FILE = "run.json"
@@ -137,10 +138,20 @@ class RunFolder:
         return {"mlflow_run_id": info["mlflow_run_id"], "tracking_uri": uri}
 
     def write_info(self, run_id: str, tracking_uri: str) -> None:
-        """Record the run's MLflow id and store; the folder's own store as ``null`` (that is: relative to it)."""
+        """Record the run's MLflow id and store; the folder's own store as ``null`` (that is: relative to it); and
+        the drama version and git commit that started the run (:func:`drama.version.provenance`, kept when the
+        file is rewritten: on a resume, or when a sweep points the run at its server)."""
         own = tracking_uri == self.own_store_uri()
+        made_by = provenance()
+        if self.info.is_file():
+            try:
+                before = json.loads(self.info.read_text())
+                made_by = {key: before[key] for key in made_by} if all(k in before for k in made_by) else made_by
+            except (OSError, ValueError):
+                pass
         write_atomic(self.info, (json.dumps({"mlflow_run_id": run_id, "tracking_uri": None if own else tracking_uri,
-                                             "store": MLFLOW_DB_FILE if own else "external"}) + "\n").encode())
+                                             "store": MLFLOW_DB_FILE if own else "external", **made_by})
+                                 + "\n").encode())
 
 
 def write_atomic(path: Path, data: bytes) -> None:

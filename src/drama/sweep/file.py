@@ -2,7 +2,8 @@
 
 A sweep file (YAML, read with OmegaConf) has these keys:
 
-* ``base``: the config file of every trial, relative to the sweep file or else to the current directory;
+* ``base``: the config file of every trial, relative to the sweep file, else to the current directory, else a
+  packaged config name (``atari``);
 * ``overrides``: ``key=value`` items for every trial (the command line's ``key=value`` items come after them);
 * ``grid``: ``{dotted key: [values]}``; the trials are the cross product, in the file's key order;
 * ``evaluate.episodes``: episodes of each trial's ``drama evaluate``;
@@ -27,7 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from drama.config import ConfigError, DramaConfig, load_config, load_yaml_mapping, validate
+from drama.config import ConfigError, DramaConfig, find_config_file, load_config, load_yaml_mapping, validate
 
 SWEEP_KEYS = ("name", "base", "overrides", "grid", "evaluate", "resources", "retries")
 RESOURCE_KEYS = ("cpus", "gpus")
@@ -134,7 +135,7 @@ def _section(path: Path, spec: dict[str, Any], key: str, allowed: tuple[str, ...
 
 def load_sweep(path: str | Path, cli_overrides: list[str] | None = None) -> Sweep:
     """Read and validate the sweep file and every trial's config; writes nothing. Raises :class:`ConfigError`."""
-    path = Path(path)
+    path = find_config_file(path, "sweep file")
     raw = load_yaml_mapping(path, "sweep file")
     spec: dict[str, Any] = OmegaConf.to_container(raw, resolve=True)  # type: ignore[assignment]
     unknown = [k for k in spec if k not in SWEEP_KEYS]
@@ -148,10 +149,11 @@ def load_sweep(path: str | Path, cli_overrides: list[str] | None = None) -> Swee
         raise ConfigError(f"{path}: base is required: the config file of every trial")
     base = path.parent / spec["base"]
     if not base.is_file():
-        base = Path(spec["base"])
-    if not base.is_file():
-        raise ConfigError(f"{path}: base config not found: {spec['base']} (relative to {path.parent} or the "
-                          "current directory)")
+        try:
+            base = find_config_file(spec["base"])
+        except ConfigError:
+            raise ConfigError(f"{path}: base config not found: {spec['base']} (relative to {path.parent}, the "
+                              "current directory or a packaged config name)") from None
     overrides = spec.get("overrides") or []
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise ConfigError(f"{path}: overrides must be a list of key=value strings")
