@@ -6,10 +6,14 @@ import csv
 import json
 import shutil
 
+import matplotlib
+import numpy as np
 import pytest
 
 from drama.cli import main
-from drama.report import aggregates, collect, per_game
+from drama.report import aggregates, collect, draw_curve, learning_curves_figure, per_game, rolling_mean
+
+matplotlib.use("Agg")
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +68,45 @@ def test_report_rejects_inputs_without_evaluations(tmp_path, capsys):
     assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
     assert "no evaluation results" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def _visible_points(line) -> bool:
+    return (line.get_visible() and line.get_marker() not in (None, "", "None", " ") and line.get_markersize() > 0
+            and (line.get_alpha() is None or line.get_alpha() > 0.5))
+
+
+@pytest.mark.parametrize("n", [1, 2, 9])
+def test_a_curve_of_few_episodes_draws_every_point_as_a_marker(n):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    line = draw_curve(ax, list(range(50, 50 * (n + 1), 50)), [float(-21 + k) for k in range(n)], label="run")
+    assert _visible_points(line) and len(line.get_xdata()) == n and ax.get_lines() == [line]
+    plt.close(fig)
+
+
+def test_a_curve_of_many_episodes_is_a_rolling_mean_over_faint_raw_points():
+    import matplotlib.pyplot as plt
+
+    values = [float(v) for v in np.random.default_rng(0).normal(size=30)]
+    fig, ax = plt.subplots()
+    line = draw_curve(ax, list(range(1, 31)), values, window=10, label="run")
+    smooth, raw = ax.get_lines()
+    assert smooth is line and smooth.get_marker() in ("None", "", None) and smooth.get_label() == "run"
+    np.testing.assert_allclose(smooth.get_ydata(), rolling_mean(values, 10))
+    assert raw.get_ydata().tolist() == values and raw.get_alpha() == pytest.approx(0.25)
+    assert raw.get_linestyle() == "None" and raw.get_marker() not in ("None", "", None)
+    assert rolling_mean([1.0, 2.0, 3.0, 4.0], 2).tolist() == [1.0, 1.5, 2.5, 3.5]
+    plt.close(fig)
+
+
+def test_a_run_with_one_finished_episode_draws_a_visible_point_on_an_axis_from_0(finished_debug_run):
+    import matplotlib.pyplot as plt
+
+    fig = learning_curves_figure(collect([finished_debug_run]))
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert len(lines) == 1 and len(lines[0].get_xdata()) == 1 and _visible_points(lines[0])
+    assert ax.get_xlim()[0] == 0 and ax.get_xlim()[1] > lines[0].get_xdata()[0] > 0
+    assert ax.get_xlabel() == "env steps" and "1 episode" in ax.get_legend().get_texts()[0].get_text()
+    plt.close(fig)

@@ -228,8 +228,34 @@ def _episode_returns(run_dir: Path) -> tuple[list[int], list[float]] | None:
     return None if tracker is None else tracker.metric_history("episode/return")
 
 
-def plot_learning_curves(results: list[dict[str, Any]], path: Path, window: int = 10) -> Path:
-    """Training episode returns (and their running mean over ``window`` episodes) per game, one line per run."""
+FEW_EPISODES = 10
+"""Below this many episodes a learning curve is drawn as markers joined by a line (no smoothing)."""
+
+
+def rolling_mean(values: list[float] | np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over the last ``window`` values (fewer at the start), one value per input value."""
+    values = np.asarray(values, dtype=float)
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    end = np.arange(1, len(values) + 1)
+    start = np.maximum(0, end - window)
+    return (sums[end] - sums[start]) / (end - start)
+
+
+def draw_curve(ax: Any, steps: list[int], values: list[float], window: int = 10, label: str | None = None,
+               few: int = FEW_EPISODES) -> Any:
+    """One run's episode returns on ``ax``: with fewer than ``few`` episodes, every point as a marker joined by a
+    line; otherwise the rolling mean over ``window`` episodes as a line over the raw points, drawn faint.
+    Returns the labelled line (matplotlib ``Line2D``)."""
+    if len(values) < few:
+        line, = ax.plot(steps, values, marker="o", markersize=6, linewidth=1.5, label=label)
+        return line
+    line, = ax.plot(steps, rolling_mean(values, window), linewidth=2, label=label)
+    ax.plot(steps, values, linestyle="none", marker="o", markersize=3, alpha=0.25, color=line.get_color())
+    return line
+
+
+def learning_curves_figure(results: list[dict[str, Any]], window: int = 10) -> Any:
+    """The figure of :func:`plot_learning_curves` (a matplotlib ``Figure``, one panel per game)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -238,43 +264,74 @@ def plot_learning_curves(results: list[dict[str, Any]], path: Path, window: int 
     games = sorted({r["game"] or r["env_id"] for r in results})
     cols = min(4, len(games))
     rows = -(-len(games) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
     for ax, game in zip(axes.flat, games, strict=False):
+        last = 0
         for r in (r for r in results if (r["game"] or r["env_id"]) == game):
             curve = _episode_returns(Path(r["run_dir"]))
             if not curve or not curve[0]:
                 continue
             steps, values = curve
-            smooth = np.convolve(values, np.ones(window), "valid") / window if len(values) >= window else values
-            line, = ax.plot(steps[len(steps) - len(smooth):], smooth, label=f"{Path(r['run_dir']).name}")
-            ax.plot(steps, values, alpha=0.25, color=line.get_color(), linewidth=0.8)
+            n = len(values)
+            smoothing = "" if n < FEW_EPISODES else f", mean of {min(window, n)}"
+            draw_curve(ax, steps, values, window,
+                       label=f"{Path(r['run_dir']).name} ({n} episode{'s' * (n != 1)}{smoothing})")
+            last = max(last, max(steps))
+        if last:
+            ax.set_xlim(0, last * 1.05)
+            ax.legend(fontsize=7)
+        else:
+            ax.set_xlim(left=0)
+            ax.text(0.5, 0.5, "no finished episodes recorded", ha="center", va="center", transform=ax.transAxes,
+                    color="0.4")
         ax.set_title(game)
         ax.set_xlabel("env steps")
-        ax.set_ylabel("episode return")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6)
+        ax.set_ylabel("training episode return")
+        ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(games):]:
         ax.axis("off")
     fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(results: list[dict[str, Any]], path: Path, window: int = 10) -> Path:
+    """Training episode returns per game, one curve per run (:func:`draw_curve`), the env-step axis from 0."""
+    fig = learning_curves_figure(results, window)  # selects the Agg backend before pyplot is imported here
+    import matplotlib.pyplot as plt
+
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
 def plot_aggregates(aggs: dict[str, dict[str, Any]], path: Path) -> Path:
-    """rliable interval-estimate plot of mean, median and IQM (fractions of human) per method."""
+    """rliable interval-estimate plot of mean, median and IQM (fractions of human) per method, each point estimate
+    also drawn as a dot (baselines, which have no interval, in grey) and the human level as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from rliable import plot_utils
 
+    methods = list(aggs)
     points = {m: np.array([e[k][0] for k in METRICS]) for m, e in aggs.items()}
     intervals = {m: np.array([[e[k][1] if e[k][1] is not None else e[k][0] for k in METRICS],
                               [e[k][2] if e[k][2] is not None else e[k][0] for k in METRICS]])
                  for m, e in aggs.items()}
-    fig, _ = plot_utils.plot_interval_estimates(points, intervals, metric_names=["Mean", "Median", "IQM"],
-                                                algorithms=list(aggs), xlabel="Human-normalised score")
+    palette = plt.get_cmap("tab10").colors
+    ours = [m for m in methods if not aggs[m].get("baseline")]
+    colors = {m: palette[ours.index(m) % len(palette)] if m in ours else (0.6, 0.6, 0.6) for m in methods}
+    fig, axes = plot_utils.plot_interval_estimates(points, intervals, metric_names=["Mean", "Median", "IQM"],
+                                                   algorithms=methods, colors=colors,
+                                                   xlabel="Human-normalised score (1 = human)")
+    values = np.concatenate([np.concatenate([points[m], intervals[m].ravel()]) for m in methods] + [[0.0, 1.0]])
+    low, high = float(values.min()), float(values.max())
+    margin = 0.05 * (high - low or 1.0)
+    for i, ax in enumerate(np.atleast_1d(axes)):
+        for y, m in enumerate(methods):
+            ax.plot(points[m][i], y, marker="o", markersize=7 if m in ours else 5, color=colors[m], zorder=3)
+        ax.axvline(1.0, linestyle="--", linewidth=1, color="0.4", zorder=1)
+        ax.set_xlim(low - margin, high + margin)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
