@@ -20,6 +20,7 @@ import pytest
 
 from drama.config import load_config
 from drama.tracking import LOOPBACK, MlflowServer
+from drama.visuals import band_height
 
 
 def run_info(run_dir: Path) -> dict:
@@ -57,7 +58,8 @@ def test_run_record_holds_a_64x64_rgb_imagination_video(finished_debug_run, tmp_
 
     comparison = iio.imread(client.download_artifacts(run_id, "visuals/step00000060_imagination_vs_real.gif",
                                                       str(tmp_path)), index=None)
-    assert comparison.shape[1:] == (64, 2 * 64 + 2, 3)  # real | imagined with a 2-pixel gap
+    # real | context, imagined: two header rows over the 4x upscaled panels with a 2-pixel gap
+    assert comparison.shape[1:] == (2 * band_height() + 4 * 64, 4 * (2 * 64 + 2), 3)
     episodes = [a.path for a in client.list_artifacts(run_id, "evaluations/videos")]
     assert len(episodes) == 2 and all(path.endswith(".gif") for path in episodes)
     frames = iio.imread(client.download_artifacts(run_id, episodes[0], str(tmp_path)), index=None)

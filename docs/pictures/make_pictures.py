@@ -7,57 +7,24 @@ Two runs of conf/debug.yaml (made smaller, as tests/conftest.py SMALL_DEBUG does
 few episodes as markers; the long one: a rolling mean over its faint raw points); the long run's last
 ``reconstruction.png`` and labelled imagination GIF are copied from its ``visuals/`` folder.
 
-While ``DramaLoop.log_visuals`` writes the raw 64x64 pictures only, this script has it write the labelled ones as
-well (``labelled_reconstruction`` / ``labelled_imagination`` of :mod:`drama.visuals`, the change proposed for it).
+``DramaLoop.log_visuals`` writes both labelled pictures (``labelled_reconstruction`` / ``labelled_imagination`` of
+:mod:`drama.visuals`) next to the raw 64x64 imagination GIF.
 """
 
 from __future__ import annotations
 
-import inspect
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from drama.cli import main
-from drama.loop import DramaLoop
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SMALL = ["env.max_episode_frames=400", "train.prefill_steps=20", "train.batch_size=2", "train.batch_length=8",
          "imagination.batch_size=8", "imagination.context_length=4", "imagination.horizon=6", "train.log_every=10",
          "train.checkpoint_every=0", "runtime.progress=false"]
-
-
-def _labelled_visuals(loop: DramaLoop) -> list[Path]:
-    """The raw pictures as ``log_visuals`` writes them, plus the labelled ones from the same window."""
-    import torch
-
-    from drama.visuals import (
-        LABELLED_FPS,
-        imagination_frames,
-        labelled_imagination,
-        labelled_reconstruction,
-        reconstruction_grid,
-        write_gif,
-        write_png,
-    )
-
-    paths = _raw_visuals(loop)
-    context, horizon = loop.cfg.imagination.context_length, loop.cfg.imagination.horizon
-    window = loop.replay.latest_window(context + horizon)
-    device = loop.world_model.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        frames = imagination_frames(loop.world_model, window, context)
-        grid = labelled_reconstruction(reconstruction_grid(loop.world_model, window["observation"]),
-                                       step=loop.state.step)
-    tag = f"step{loop.state.step:08d}"
-    return [*paths, write_gif(labelled_imagination(frames, context, step=loop.state.step),
-                              loop.folder.visuals / f"{tag}_imagination_labelled.gif", fps=LABELLED_FPS),
-            write_png(grid, loop.folder.visuals / f"{tag}_reconstruction_labelled.png")]
-
-
-_raw_visuals = DramaLoop.log_visuals
 
 
 def run(out: Path, name: str, steps: int) -> Path:
@@ -68,16 +35,12 @@ def run(out: Path, name: str, steps: int) -> Path:
 
 
 def make(out: Path) -> None:
-    if "labelled_reconstruction" not in inspect.getsource(DramaLoop.log_visuals):
-        DramaLoop.log_visuals = _labelled_visuals
     short, long = run(out, "pong-300-steps", 300), run(out, "pong-1200-steps", 1200)
     assert main(["report", str(short), str(long), "--out", str(out / "report"), "--reps", "200"]) == 0
     shutil.copy(out / "report" / "learning_curves.png", HERE / "learning_curves.png")
     visuals = long / "visuals"
-    labelled = sorted(visuals.glob("*_reconstruction_labelled.png")) or sorted(visuals.glob("*_reconstruction.png"))
-    shutil.copy(labelled[-1], HERE / "reconstruction.png")
-    gifs = sorted(visuals.glob("*_imagination_labelled.gif")) or sorted(visuals.glob("*_imagination_vs_real.gif"))
-    shutil.copy(gifs[-1], HERE / "imagination.gif")
+    shutil.copy(sorted(visuals.glob("*_reconstruction.png"))[-1], HERE / "reconstruction.png")
+    shutil.copy(sorted(visuals.glob("*_imagination_vs_real.gif"))[-1], HERE / "imagination.gif")
 
 
 if __name__ == "__main__":

@@ -270,10 +270,19 @@ class DramaLoop:
             self.log_visuals()
 
     def log_visuals(self) -> list[Path]:
-        """Imagination video, its comparison with reality and a reconstruction image of the latest replay window,
-        written to the run folder's visuals and logged as MLflow artifacts of the same name. Training is unaffected:
-        the window is peeked (no DFS counts) and the RNG state is restored afterwards."""
-        from drama.visuals import imagination_frames, reconstruction_grid, write_gif, write_png
+        """Imagination video (raw 64x64 frames), its comparison with reality and a reconstruction image of the
+        latest replay window (both labelled and upscaled), written to the run folder's visuals and logged as MLflow
+        artifacts of the same name. Training is unaffected: the window is peeked (no DFS counts) and the RNG state
+        is restored afterwards."""
+        from drama.visuals import (
+            LABELLED_FPS,
+            imagination_frames,
+            labelled_imagination,
+            labelled_reconstruction,
+            reconstruction_grid,
+            write_gif,
+            write_png,
+        )
 
         context, horizon = self.cfg.imagination.context_length, self.cfg.imagination.horizon
         window = self.replay.latest_window(context + horizon) if self.world_model.pixels else None
@@ -284,10 +293,12 @@ class DramaLoop:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             frames = imagination_frames(self.world_model, window, context)
             grid = reconstruction_grid(self.world_model, window["observation"])
-        folder, tag = self.folder.visuals, f"step{self.state.step:08d}"
+        step = self.state.step
+        folder, tag = self.folder.visuals, f"step{step:08d}"
         paths = [write_gif(frames["imagination"], folder / f"{tag}_imagination.gif"),
-                 write_gif(frames["comparison"], folder / f"{tag}_imagination_vs_real.gif"),
-                 write_png(grid, folder / f"{tag}_reconstruction.png")]
+                 write_gif(labelled_imagination(frames, context, step), folder / f"{tag}_imagination_vs_real.gif",
+                           fps=LABELLED_FPS),
+                 write_png(labelled_reconstruction(grid, step), folder / f"{tag}_reconstruction.png")]
         if self.tracker is not None:
             for path in paths:
                 self.tracker.log_artifact(path, self.folder.artifact_path(path))
