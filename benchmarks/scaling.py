@@ -79,7 +79,7 @@ import torch
 from update_step import PONG, peak_rss_mb, timed, world_model_batch
 
 from drama.config import load_config
-from drama.device import resolve_device
+from drama.device import device_name, resolve_device
 from drama.nn.backbones import build_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -435,20 +435,6 @@ def plot(summary: dict, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- driver
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU model (Linux ``/proc/cpuinfo``) or architecture."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -25,19 +24,12 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
+from drama.device import device_name
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def one_sweep(folder: Path, concurrent: int) -> dict[str, float]:
@@ -85,7 +77,7 @@ def main() -> None:
     both = runs[1] + runs[2]
     print(json.dumps({
         "benchmark": "sweep_overhead", "trials": 2, "env_steps_per_trial": 30, "repeats": args.repeats,
-        "cpu_count": os.cpu_count(), "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(), "cpu": device_name(torch.device("cpu")),
         "ray_start_s": round(statistics.median(r["ray_start_s"] for r in both), 1),
         "mlflow_server_start_s": round(statistics.median(r["mlflow_server_start_s"] for r in both), 1),
         "concurrent": {"trials_s": median(2, "trials_s"), "wall_s": median(2, "wall_s")},

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from drama.config import ConfigError, DramaConfig, load_config
+from drama.device import device_name
 
 PHASES = ("act", "env", "replay", "world_model", "actor_critic")
 """Timed phases of one loop iteration; ``replay`` is the sum of its two draws (``DRAWS``)."""
@@ -227,18 +228,6 @@ class _Variant:
         }
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def bench(config: str, overrides: list[str], compares: list[str], iterations: int = 3, warmup: int = 1,
           threads: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Benchmark the config (first variant) and each ``--compare`` variant; returns the JSON-ready result."""
@@ -308,7 +297,7 @@ def _run(config: str, overrides: list[str], variants: list[_Variant], iterations
         "iterations": iterations,
         "warmup_iterations": warmup,
         "device": str(variants[0].device),
-        "device_name": _device_name(variants[0].device),
+        "device_name": device_name(variants[0].device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -3,7 +3,9 @@ machine, and the autocast context of a module set up with Fabric."""
 
 from __future__ import annotations
 
+import platform
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
@@ -13,6 +15,19 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model (Linux ``/proc/cpuinfo``) or architecture: what benchmarks report."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cpu_has_bf16_matrix_units() -> bool:
