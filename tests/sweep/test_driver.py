@@ -57,6 +57,9 @@ def test_tiny_sweep_end_to_end_then_skips_everything(tmp_path, capsys, monkeypat
     start = time.monotonic()
     assert main(["sweep", str(TINY), f"runtime.output_dir={out}", "--max-concurrent", "2", "--refresh", "1"]) == 0
     seconds = time.monotonic() - start
+    # the driver's process gets its own signal handlers back (ray.init replaces SIGTERM's and leaves it)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     captured = capsys.readouterr()
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert (summary["done"], summary["failed"], summary["skipped"]) == (4, 0, 0), captured.err

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,18 @@ def _start_ray(sweep: Sweep, address: str | None, max_concurrent: int | None) ->
         cpus = max(cpus, math.ceil(max_concurrent * max(sweep.cpus, 0.01)))
     ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
              logging_level="ERROR")
+
+
+def _signal_handlers() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict[int, Any]) -> None:
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 class _Driver:
@@ -212,6 +226,7 @@ def run_sweep(sweep: Sweep, address: str | None = None, max_concurrent: int | No
     started_ray = False
     driver: _Driver | None = None
     progress = SweepProgress(sweep.trials, folder, uri, refresh=refresh)
+    handlers = _signal_handlers()  # ray.init installs its own and leaves them behind: restored at the end
     try:
         with progress:
             for name in skipped:
@@ -255,6 +270,7 @@ def run_sweep(sweep: Sweep, address: str | None = None, max_concurrent: int | No
             ray.shutdown()
         if server is not None:
             server.stop()
+        _restore_signal_handlers(handlers)
     done, failed = (driver.done, driver.failed) if driver else ([], [])
     return {"sweep_dir": str(folder), "trials": len(sweep.trials), "done": len(done), "failed": len(failed),
             "skipped": len(skipped), "failed_trials": failed, "report": report_paths.get("markdown"),
