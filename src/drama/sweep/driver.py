@@ -252,7 +252,8 @@ def run_sweep(sweep: Sweep, address: str | None = None, max_concurrent: int | No
                 timings["ray_start_s"] = round(time.monotonic() - t0, 1)
                 import ray
 
-                progress.say(f"Ray started in {timings['ray_start_s']} s: {ray.cluster_resources()}")
+                how = "joined" if address else "started"
+                progress.say(f"Ray {how} in {timings['ray_start_s']} s: {ray.cluster_resources()}")
                 driver = _Driver(sweep, uri, own_uri, server is not None, max_concurrent, progress, record)
                 t0 = time.monotonic()
                 driver.run(todo, finished=len(skipped))
