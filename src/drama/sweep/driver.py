@@ -171,17 +171,15 @@ class _Driver:
         ``sweep.<key>`` (its params hold the whole config already)."""
         if trial.name in self.tagged:
             return
-        info = RunFolder(self.trial_dir(trial)).read_info()
-        if info is None:
+        run_id = self.progress.run_id(trial.name)
+        if run_id is None:
             return
         tags = {"sweep": self.sweep.name, "sweep.trial": trial.name,
                 **{f"sweep.{key}": format_value(value) for key, value in trial.grid.items()}}
         try:
-            from mlflow.tracking import MlflowClient
+            from mlflow.entities import RunTag
 
-            client = MlflowClient(tracking_uri=self.uri)
-            for key, value in tags.items():
-                client.set_tag(info["mlflow_run_id"], key, value)
+            self.progress.client().log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
         except Exception:  # noqa: BLE001 - a busy server: tagged at the next poll
             return
         self.tagged.add(trial.name)

@@ -124,18 +124,27 @@ class SweepProgress:
         self._redraw()
 
     # -------------------------------------------------------------- metrics
+    def client(self) -> Any:
+        """The MLflow client of the tracking URI the trials log to (one for the sweep; the driver tags with it)."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def run_id(self, name: str) -> str | None:
+        """The trial's MLflow run id from its ``run.json``; None before its ``drama fit`` created the run."""
+        info = RunFolder(self.folder / name).read_info()
+        return None if info is None else info["mlflow_run_id"]
+
     def metrics(self, name: str) -> dict[str, float] | None:
         """The latest value of every metric of a trial's MLflow run, read through the tracking URI; ``None`` when
         the trial has no run yet or the tracking server does not answer."""
-        info = RunFolder(self.folder / name).read_info()
-        if info is None:
+        run_id = self.run_id(name)
+        if run_id is None:
             return None
         try:
-            if self._client is None:
-                from mlflow.tracking import MlflowClient
-
-                self._client = MlflowClient(tracking_uri=self.uri)
-            return dict(self._client.get_run(info["mlflow_run_id"]).data.metrics)
+            return dict(self.client().get_run(run_id).data.metrics)
         except Exception:  # noqa: BLE001 - a busy or restarting server: keep the last numbers
             return None
 
