@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import SMALL_DEBUG
 from drama.bench import PHASES, parse_compare
 from drama.cli import main
+from drama.device import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "conf/debug.yaml")
@@ -33,7 +35,8 @@ def test_bench_smoke_run_writes_one_json_with_every_phase(tmp_path, capsys):
         assert all(len(samples) == 2 for samples in variant["samples_s"].values())
         assert variant["env_steps_per_s"] > 0 and variant["peak_memory_mb"] > 0
         assert variant["memory"] == "process_peak_rss"
-        assert variant["precision"] == "32-true" and variant["compile"] == "none" and variant["replay_device"] == "cpu"
+        assert variant["precision"] == resolve_precision("auto", torch.device("cpu"))  # this CPU's rule
+        assert variant["compile"] == "none" and variant["replay_device"] == "cpu"
         # at the 1:1 schedule of this config the rate is one over the summed phase medians
         assert variant["seconds_per_env_step"] == pytest.approx(
             sum(variant["median_s"][p] for p in PHASES if p != "replay") + sum(variant["median_draw_s"].values()))

@@ -6,6 +6,7 @@ import json
 
 import mlflow
 import pytest
+import torch
 
 from drama.cli import main
 from drama.evaluate import summarize
@@ -76,3 +77,30 @@ def test_bad_invocations_print_one_line_and_exit_2(finished_debug_run, capsys, a
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and err.startswith("drama: error:")
     assert sorted((finished_debug_run / "evaluations").iterdir()) == before
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
+def test_evaluation_acts_under_the_runs_training_precision(finished_debug_run, tmp_path, monkeypatch, precision):
+    """The acting step's world-model passes (encoding, sequence model, prior) run under the precision the run
+    trained with (``runtime.precision``, ``auto`` resolved for this machine), not in float32 regardless."""
+    import shutil
+
+    from drama.evaluate import evaluate
+    from drama.world_model import WorldModel
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_debug_run, run)
+    config = RunFolder(run).config
+    config.write_text(config.read_text().replace("precision: auto", f"precision: {precision}"))
+    assert f"precision: {precision}" in config.read_text()
+    seen = []
+    original = WorldModel.hidden_states
+
+    def recording(self, *args, **kwargs):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(WorldModel, "hidden_states", recording)
+    evaluate(run, episodes=1, progress=False)
+    expected = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+    assert len(seen) > 10 and set(seen) == {expected}

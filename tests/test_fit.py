@@ -82,6 +82,21 @@ def test_paper_config_starts_on_cpu(tmp_path, capsys):
     assert "ETA" in captured.err and "steps/s" in captured.err
 
 
+def test_laptop_config_runs_30_env_steps_with_tiny_overrides(tmp_path, capsys):
+    """The packaged ``laptop`` preset end to end (its widths, schedule and auto precision/layout), made tiny: short
+    episodes, a small buffer and batches, an update every 8 env steps after a 14-step prefill."""
+    tiny = ["env.max_episode_frames=200", "replay.capacity=60", "train.prefill_steps=14", "train.batch_size=2",
+            "train.batch_length=8", "imagination.batch_size=4", "imagination.context_length=4",
+            "imagination.horizon=4", "train.log_every=10", "train.checkpoint_every=0", "train.visuals_every=0",
+            "runtime.progress=false"]
+    summary = fit(tmp_path, capsys, "--config", "laptop", *tiny, "train.total_steps=30",
+                  f"runtime.output_dir={tmp_path}", "runtime.run_name=laptop")
+    assert summary["env_steps"] == 30
+    assert summary["world_model_updates"] == summary["actor_critic_updates"] == 2  # after steps 16 and 24
+    saved = (tmp_path / "laptop" / "config.yaml").read_text()
+    assert "world_model_every: 8" in saved and "hidden_dim: 256" in saved and "id: ALE/Boxing-v5" in saved
+
+
 def _checkpoint(run_dir: Path) -> dict:
     return read_checkpoint(run_dir / "checkpoints/last.ckpt")
 

@@ -12,7 +12,7 @@ from drama import packaged_configs
 from drama.cli import main
 from drama.config import ConfigError, find_config_file, load_config
 
-NAMES = ["atari", "cartpole", "debug", "sweeps/atari100k", "sweeps/backbones", "sweeps/tiny"]
+NAMES = ["atari", "cartpole", "debug", "laptop", "sweeps/atari100k", "sweeps/backbones", "sweeps/tiny"]
 
 
 def listing(folder):

@@ -11,6 +11,7 @@ import torch
 
 from drama.actor_critic import ActorCritic
 from drama.config import ConfigError, DramaConfig
+from drama.device import resolve_channels_last, resolve_device
 from drama.envs.spec import EnvSpec
 from drama.nn.encoders import set_memory_format
 from drama.world_model import WorldModel
@@ -29,12 +30,14 @@ def check_buildable(cfg: DramaConfig) -> None:
 
 def build_models(cfg: DramaConfig, spec: EnvSpec) -> tuple[WorldModel, ActorCritic]:
     """The world model for ``spec``'s observations and actions, and the actor-critic on its features; conv layers
-    in the layout of ``runtime.channels_last``. Checks :func:`check_buildable` first."""
+    in the layout of ``runtime.channels_last`` (``auto`` resolved for ``runtime.device``). Checks
+    :func:`check_buildable` first."""
     check_buildable(cfg)
     world_model = WorldModel(cfg.world_model, spec.obs_shape, spec.num_actions)
     if world_model.pixels:
-        set_memory_format(world_model.encoder, cfg.runtime.channels_last)
-        set_memory_format(world_model.decoder, cfg.runtime.channels_last)
+        channels_last = resolve_channels_last(cfg.runtime.channels_last, resolve_device(cfg.runtime.device))
+        set_memory_format(world_model.encoder, channels_last)
+        set_memory_format(world_model.decoder, channels_last)
     actor_critic = ActorCritic(cfg.actor_critic, world_model.feature_dim, spec.num_actions,
                                cfg.world_model.two_hot)
     return world_model, actor_critic

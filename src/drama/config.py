@@ -45,6 +45,8 @@ RUNTIME_DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 """Torch devices (``runtime.device``); ``cuda:N`` stands for ``cuda:0``, ``cuda:1``, ... (any integer index)."""
 PRECISIONS = ("auto", "32-true", "bf16-mixed")
 """Numeric precisions (``runtime.precision``)."""
+CHANNELS_LAST = ("auto", True, False)
+"""Conv layouts (``runtime.channels_last``): auto (NHWC on CPUs with bf16 hardware, drama.device), true, false."""
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 """``torch.compile`` modes of the hot paths (``runtime.compile``; none = eager)."""
 SEED_MAX = 2**32 - 1
@@ -66,7 +68,8 @@ def _matches_choice(value: Any, options: tuple[str, ...]) -> bool:
     if value in options:
         return True
     return isinstance(value, str) and any(
-        opt.endswith(":N") and value.startswith(opt[:-1]) and value[len(opt) - 1:].isdigit() for opt in options)
+        isinstance(opt, str) and opt.endswith(":N") and value.startswith(opt[:-1])
+        and value[len(opt) - 1:].isdigit() for opt in options)
 
 
 RULES: dict[str, Any] = {
@@ -374,11 +377,12 @@ class RuntimeConfig:
     device: str = choice(RUNTIME_DEVICES, "auto")
     """torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps."""
     precision: str = choice(PRECISIONS, "auto")
-    """numeric precision: auto (bf16-mixed on CUDA with bf16 and on CPUs with AMX, else 32-true), 32-true,
-    bf16-mixed (autocast; float32 weights, optimiser state and losses)."""
-    channels_last: bool = False
-    """conv encoder/decoder weights and activations in channels_last (NHWC) layout; same results, speed differs
-    by device (measure with drama bench)."""
+    """numeric precision: auto (bf16-mixed on CUDA with bf16 and on CPUs with bf16 dot products, avx512_bf16 or
+    AMX; else 32-true), 32-true, bf16-mixed (autocast; float32 weights, optimiser state and losses). Training,
+    imagination, acting and evaluation run under the same precision."""
+    channels_last: bool | str = bounded("auto", "allowed: auto, true, false", choices=CHANNELS_LAST)
+    """conv encoder/decoder weights and activations in channels_last (NHWC) layout: auto (on CPUs with bf16
+    hardware, where it measured faster), true, false; same results, speed differs by device (drama bench)."""
     compile: str = choice(COMPILE_MODES, "none")
     """torch.compile mode of the world-model and actor-critic losses: none (eager), default, reduce-overhead,
     max-autotune (the first update of each then takes extra seconds to compile)."""

@@ -492,7 +492,7 @@ def load_agent(run_dir: Path, checkpoint: Path | None = None, device: str | None
     :class:`ConfigError` when the folder is not a run; :class:`CheckpointError` when the checkpoint is missing or
     damaged."""
     from drama.build import build_models
-    from drama.device import resolve_device
+    from drama.device import resolve_device, resolve_precision
     from drama.envs import probe_env
 
     folder = RunFolder(Path(run_dir))
@@ -511,5 +511,16 @@ def load_agent(run_dir: Path, checkpoint: Path | None = None, device: str | None
     for key, module in zip(MODEL_KEYS, (world_model, actor_critic), strict=True):
         module.load_state_dict(state[key])
     target = resolve_device(cfg.runtime.device)
-    return Agent(cfg, world_model.to(target).eval(), actor_critic.to(target).eval(), int(state["loop"]["step"]),
-                 path)
+    world_model, actor_critic = _with_precision(world_model, actor_critic, target,
+                                                resolve_precision(cfg.runtime.precision, target))
+    return Agent(cfg, world_model.eval(), actor_critic.eval(), int(state["loop"]["step"]), path)
+
+
+def _with_precision(world_model: Any, actor_critic: Any, device: torch.device, precision: str) -> tuple[Any, Any]:
+    """Both models on ``device`` under ``precision`` (the rule training used: acting, imagination and evaluation
+    run under the training precision), through a Fabric without loggers as in ``drama fit``."""
+    import lightning as L
+
+    devices = [device.index] if device.type == "cuda" and device.index is not None else 1
+    fabric = L.Fabric(accelerator=device.type, devices=devices, precision=precision)
+    return tuple(fabric.setup_module(module).module for module in (world_model, actor_critic))

@@ -223,5 +223,21 @@ def test_build_models_applies_runtime_channels_last():
     world_model, _ = build_models(tiny_config("runtime.channels_last=true"), EnvSpec((3, 64, 64), 4))
     assert world_model.encoder.memory_format == torch.channels_last
     assert world_model.decoder.net[0].weight.is_contiguous(memory_format=torch.channels_last)
-    world_model, _ = build_models(tiny_config(), EnvSpec((3, 64, 64), 4))
+    world_model, _ = build_models(tiny_config("runtime.channels_last=false"), EnvSpec((3, 64, 64), 4))
     assert world_model.encoder.memory_format == torch.contiguous_format
+
+
+@pytest.mark.parametrize("bf16_hardware", [True, False])
+def test_build_models_resolves_auto_channels_last_by_the_cpus_bf16_hardware(monkeypatch, bf16_hardware):
+    import drama.device
+    from conftest import tiny_config
+    from drama.build import build_models
+    from drama.envs.spec import EnvSpec
+
+    monkeypatch.setattr(drama.device, "cpu_features",
+                        lambda: frozenset({"avx2", "avx512f", "avx512_bf16"} if bf16_hardware else {"avx2"}))
+    cfg = tiny_config("runtime.device=cpu")
+    assert cfg.runtime.channels_last == "auto"
+    world_model, _ = build_models(cfg, EnvSpec((3, 64, 64), 4))
+    layout = torch.channels_last if bf16_hardware else torch.contiguous_format
+    assert world_model.encoder.memory_format == world_model.decoder.memory_format == layout
