@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -104,3 +105,43 @@ def test_evaluation_acts_under_the_runs_training_precision(finished_debug_run, t
     evaluate(run, episodes=1, progress=False)
     expected = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
     assert len(seen) > 10 and set(seen) == {expected}
+
+
+def _float32_copy(run_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "run32"
+    shutil.copytree(run_dir, run)
+    config = RunFolder(run).config
+    config.write_text(config.read_text().replace("precision: auto", "precision: 32-true"))
+    return run
+
+
+def test_k_envs_play_the_same_episodes_as_one_env(finished_debug_run, tmp_path):
+    """K = 1 and K = 4 play episodes k = 0..N-1 with seeds S + k and the same lengths and returns (exactly, in
+    float32 on this tiny model; batched kernels may round differently, which could flip a sample in longer runs);
+    N = 5 is not a multiple of 4 and still gives exactly 5 episodes. Sampled actions, so episodes differ."""
+    from drama.evaluate import play_episodes
+    from drama.run import load_agent
+
+    agent = load_agent(_float32_copy(finished_debug_run, tmp_path))
+    played = {k: play_episodes(agent.cfg, agent.world_model, agent.actor_critic, 5, greedy=False, seed=7,
+                               record=True, progress=False, envs=k) for k in (1, 4)}
+    assert played[1]["seeds"] == played[4]["seeds"] == [7, 8, 9, 10, 11]
+    assert played[1]["lengths"] == played[4]["lengths"] and len(played[4]["returns"]) == 5
+    assert played[1]["returns"] == played[4]["returns"]
+    for one, four in zip(played[1]["frames"], played[4]["frames"], strict=True):  # the same trajectories, frame
+        assert (one == four).all()  # by frame (the paddle follows the actions)
+    first = played[1]["frames"][0]
+    assert any((first != other).any() for other in played[1]["frames"][1:])  # and the episodes differ
+
+
+def test_evaluate_records_k_and_defaults_to_at_most_16_envs(finished_debug_run, tmp_path, capsys):
+    run = _float32_copy(finished_debug_run, tmp_path)
+    assert main(["evaluate", str(run), "--episodes", "3", "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["envs"] == 3 and printed["episodes"] == 3
+    result = json.loads(Path(printed["path"]).read_text())
+    assert result["envs"] == result["protocol"]["envs"] == 3 and result["episode_seeds"] == [1, 2, 3]
+    assert main(["evaluate", str(run), "--episodes", "3", "--envs", "2", "--no-progress", "--seed", "5"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["envs"] == 2

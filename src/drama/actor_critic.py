@@ -11,7 +11,7 @@ normalising in float32 under any autocast dtype as the reference's torchtune RMS
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
@@ -25,6 +25,7 @@ from drama import returns
 from drama.config import ActorCriticConfig, TwoHotConfig
 from drama.device import precision_context
 from drama.nn.distributions import SymlogTwoHot
+from drama.nn.heads import sample_index
 from drama.nn.init import orthogonal_
 from drama.nn.mlp import mlp
 from drama.nn.norm import REFERENCE_EPS
@@ -150,11 +151,15 @@ class ActorCritic(L.LightningModule):
         return self.policy(features)
 
     @torch.no_grad()
-    def act(self, features: Tensor, greedy: bool = False) -> Tensor:
-        """Actions (...) as int64: sampled from the policy, or its argmax when ``greedy``."""
+    def act(self, features: Tensor, greedy: bool = False,
+            generators: Sequence[torch.Generator] | None = None) -> Tensor:
+        """Actions (...) as int64: sampled from the policy (row i from ``generators[i]`` when given, else the
+        global RNG), or its argmax when ``greedy``."""
         logits = self.policy(features).float()
         if greedy:
             return logits.argmax(dim=-1)
+        if generators is not None:
+            return sample_index(logits.softmax(-1), generators)
         return Categorical(logits=logits).sample()
 
     def value(self, features: Tensor) -> Tensor:

@@ -6,7 +6,7 @@ file (:func:`drama.config.find_config_file`).
 * ``drama info --config FILE [key=value ...]``: resolved config; last line: parameter counts as JSON.
 * ``drama fit --config FILE [key=value ...]``: train a new run; ``drama fit --resume RUN_DIR [key=value ...]``
   continues one from its last checkpoint. The last line printed is a JSON summary of the run.
-* ``drama evaluate RUN_DIR [--episodes N] [--greedy|--sample] [--seed S] [--checkpoint FILE] [--video]``: N
+* ``drama evaluate RUN_DIR [--episodes N] [--envs K] [--greedy|--sample] [--seed S] [--checkpoint FILE] [--video]``: N
   complete evaluation episodes (:mod:`drama.evaluate`); the last line printed is the result summary as JSON.
 * ``drama report RUN_DIR|EVAL_JSON ... [--out DIR]``: per-game table, aggregates and figures (:mod:`drama.report`);
   the last line printed is a JSON object of the written files.
@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--sample", dest="greedy", action="store_false", help="actions sampled from the policy")
     evaluate.add_argument("--seed", type=int, default=None, help="episode k resets with seed S+k (default: run seed)")
     evaluate.add_argument("--checkpoint", default=None, help="checkpoint file (default: the run's last checkpoint)")
+    evaluate.add_argument("--envs", type=int, default=None, metavar="K",
+                          help="environments stepped together, one batched acting forward (default min(N, 16))")
     evaluate.add_argument("--video", action="store_true", help="record every episode as a GIF (MLflow artifact)")
     evaluate.add_argument("--device", default=None, help="torch device (default: the run's runtime.device)")
     evaluate.add_argument("--no-progress", dest="progress", action="store_false", help="no progress output")
@@ -189,8 +191,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from drama.evaluate import evaluate
 
     result = evaluate(args.run_dir, episodes=args.episodes, greedy=args.greedy, seed=args.seed,
-                      checkpoint=args.checkpoint, video=args.video, device=args.device, progress=args.progress)
-    keys = ("path", "env_id", "checkpoint_step", "episodes", "policy", "mean", "std", "human_normalized", "videos")
+                      checkpoint=args.checkpoint, video=args.video, device=args.device, progress=args.progress,
+                      envs=args.envs)
+    keys = ("path", "env_id", "checkpoint_step", "episodes", "envs", "policy", "mean", "std", "human_normalized",
+            "videos")
     print(json.dumps({key: result[key] for key in keys}))
     return 0
 

@@ -17,7 +17,7 @@ and ``d_t``. The loss is the reference's:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import lightning as L
@@ -106,15 +106,17 @@ class WorldModel(L.LightningModule):
         """Backbone input ``[z, one_hot(a)]`` from flat latents (..., latent_dim) and actions (...)."""
         return torch.cat([z, F.one_hot(action.long(), self.num_actions).to(z.dtype)], dim=-1)
 
-    def sample_posterior(self, observation: Tensor, max_frames: int | None = None) -> tuple[Tensor, Tensor]:
+    def sample_posterior(self, observation: Tensor, max_frames: int | None = None,
+                         generators: Sequence[torch.Generator] | None = None) -> tuple[Tensor, Tensor]:
         """Flat straight-through sample ``z_t ~ q(. | o_t)`` (..., latent_dim), float so gradients pass, and the
-        posterior logits (..., stoch, classes) it was drawn from (:meth:`encode`)."""
+        posterior logits (..., stoch, classes) it was drawn from (:meth:`encode`); ``generators``: one per row
+        (:func:`~drama.nn.heads.straight_through_sample`), else the global RNG."""
         logits = self.encode(observation, max_frames=max_frames)
-        return straight_through_sample(logits).flatten(-2), logits
+        return straight_through_sample(logits, generators).flatten(-2), logits
 
-    def sample_prior(self, h: Tensor) -> Tensor:
-        """Flat straight-through sample of ``p(z_{t+1} | h_t)``."""
-        return straight_through_sample(self.prior_head(h)).flatten(-2)
+    def sample_prior(self, h: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:
+        """Flat straight-through sample of ``p(z_{t+1} | h_t)`` (``generators``: one per row, else the global RNG)."""
+        return straight_through_sample(self.prior_head(h), generators).flatten(-2)
 
     def hidden_states(self, z: Tensor, action: Tensor) -> tuple[Tensor, TensorDict]:
         """``h_t`` for every (z_t, a_t) of (B, L) sequences: one parallel backbone pass over ``[z, one_hot(a)]``

@@ -13,6 +13,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -70,6 +71,14 @@ class EnvRunner:
         self._episode_actions = []
         self._td = self.env.reset()
         return self._td["observation"]
+
+    def reset_with_seed(self, seed: int) -> Tensor:
+        """Start an episode reset with exactly ``seed``, its no-op count (if any) drawn from an RNG seeded with
+        ``seed`` too: evaluation's episode k, whichever env plays it and whatever it played before."""
+        self._reseed.seed, self._reseed.resets, self._reseed.mode = int(seed), 0, "same"
+        if self._noop is not None:
+            self._noop.rng = np.random.default_rng(seed)
+        return self.reset()
 
     def step(self, action: int) -> StepResult:
         self._td["action"] = torch.tensor(action, dtype=torch.int64)

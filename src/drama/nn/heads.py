@@ -6,6 +6,8 @@ The reference's ``DistHead`` is :class:`CategoricalHead`; its ``RewardHead`` and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,15 +38,30 @@ class CategoricalHead(nn.Module):
         return logits
 
 
-def straight_through_sample(logits: Tensor) -> Tensor:
+def straight_through_sample(logits: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:
     """One-hot sample of each categorical plus ``probs - stopgrad(probs)``.
 
     The sample stays float: it is never truncated to integers (docs/decisions.md, "integer latents").
+    ``generators`` (one per row of the leading dimension) draws row i with its own generator, so a row's sample
+    does not depend on which other rows share the batch; None draws everything from the global RNG at once.
     """
     probs = F.softmax(logits, dim=-1)
-    index = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).reshape(probs.shape[:-1])
+    index = sample_index(probs, generators)
     one_hot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
     return one_hot + probs - probs.detach()
+
+
+def sample_index(probs: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:
+    """Class indices (probs.shape[:-1]) drawn from ``probs`` (..., classes): all at once from the global RNG, or row
+    i of the leading dimension from ``generators[i]``."""
+    classes = probs.shape[-1]
+    if generators is None:
+        return torch.multinomial(probs.reshape(-1, classes), 1).reshape(probs.shape[:-1])
+    if len(generators) != probs.shape[0]:
+        raise ValueError(f"{len(generators)} generators for {probs.shape[0]} rows")
+    rows = [torch.multinomial(row.reshape(-1, classes), 1, generator=g) for row, g in zip(probs, generators,
+                                                                                          strict=True)]
+    return torch.stack(rows).reshape(probs.shape[:-1])
 
 
 class ScalarHead(nn.Module):
