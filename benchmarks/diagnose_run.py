@@ -1,0 +1,158 @@
+"""What has a run learned? The world model and the policy of a run's checkpoint measured on its own replay.
+
+    python benchmarks/diagnose_run.py RUN_DIR [--windows 128] [--seed 0] [--checkpoint FILE] [--out FILE]
+
+Draws ``--windows`` real windows of ``imagination.context_length + imagination.horizon`` rows that stay inside one
+episode (uniformly over the valid starts of the checkpoint's replay) and reports, as one JSON object:
+
+* ``reconstruction``: mean squared error per pixel (the model's [-0.5, 0.5] scale) of the decoded posterior
+  sample, against predicting the windows' mean frame;
+* ``reward``: the reward head on the posterior rollout (``R(h_t)``, the reward of ``a_t``) against the real reward:
+  mean absolute error (and that of always predicting 0), and on rows with a non-zero reward the sign accuracy and
+  the correlation;
+* ``termination``: precision and recall of ``T(h_t) > 0`` against the real termination targets;
+* ``open_loop``: the sequence model run over the first C real frames, then H imagined steps fed the **real**
+  actions of the next H rows: the imagined reward sum against the real one (correlation, mean absolute error, and
+  the error of predicting 0) -- whether imagination tracks reality under the actions that were taken;
+* ``policy``: on the acting features ``[ẑ_t, h_{t-1}]`` of the real windows, the mean entropy (and the uniform
+  entropy), the mean probability of the most likely action and the histogram of greedy actions;
+* ``metrics``: the latest logged training metrics that matter here (return scale, entropy, DFS counters).
+
+Used to find out why a run does or does not learn (benchmarks/learning_atari.py); not a CI test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    if a.numel() < 3 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1])
+
+
+def valid_starts(episode_end: torch.Tensor, rows: int, length: int) -> torch.Tensor:
+    """Starts s with rows s..s+length-1 inside the filled buffer and no episode end before the last row."""
+    ends = episode_end[:rows].long()
+    before = torch.cat([torch.zeros(1, dtype=torch.long), ends.cumsum(0)])
+    starts = torch.arange(0, rows - length + 1)
+    return starts[(before[starts + length - 1] - before[starts]) == 0]
+
+
+@torch.no_grad()
+def diagnose(run_dir: Path, windows: int, seed: int, checkpoint: Path | None) -> dict:
+    from drama.build import build_models
+    from drama.envs import probe_env
+    from drama.run import CHECKPOINT_FILE, RunFolder, read_checkpoint
+    from drama.tracking import Tracker
+
+    folder = RunFolder(run_dir)
+    cfg = folder.read_config(["runtime.device=cpu"])
+    state = read_checkpoint(checkpoint or folder.checkpoint)
+    world_model, actor_critic = build_models(cfg, probe_env(cfg.env))
+    world_model.load_state_dict(state["world_model"])
+    actor_critic.load_state_dict(state["actor_critic"])
+    world_model.eval()
+    actor_critic.eval()
+    storage = state["replay"]["_storage"]
+    rows = int(storage["_len"])
+    data = storage["_storage"]
+    C, H = cfg.imagination.context_length, cfg.imagination.horizon
+    starts = valid_starts(data["episode_end"].reshape(-1), rows, C + H)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    chosen = starts[torch.randint(len(starts), (min(windows, len(starts)),), generator=generator)]
+    index = chosen[:, None] + torch.arange(C + H)
+    obs, action = data["observation"][index], data["action"][index].reshape(len(chosen), C + H).long()
+    reward = data["reward"][index].reshape(len(chosen), C + H).float()
+    termination = data["termination"][index].reshape(len(chosen), C + H).bool()
+
+    # posterior rollout over the whole window
+    z, _ = world_model.sample_posterior(obs, max_frames=1024)
+    target = world_model.preprocess(obs.reshape(-1, *obs.shape[2:])).float()
+    recon = world_model.decode(z).reshape(target.shape).float()
+    mse = float((recon - target).pow(2).mean())
+    mean_frame_mse = float((target - target.mean(0, keepdim=True)).pow(2).mean())
+    h, _ = world_model.hidden_states(z, action)
+    predicted_reward = world_model.predict_reward(h).float()
+    predicted_termination = world_model.predict_termination(h)
+    nonzero = reward != 0
+    true_pos = (predicted_termination & termination).sum().item()
+
+    # open loop: C real frames, then H imagined steps fed the real actions
+    h_context, backbone_state = world_model.hidden_states(z[:, :C], action[:, :C])
+    z_hat = world_model.sample_prior(h_context[:, -1].float())
+    imagined = []
+    for j in range(H):
+        real_action = action[:, C + j]
+        h_j, backbone_state = world_model.dynamics.step(world_model.embed(z_hat, real_action), backbone_state)
+        h_j = h_j.float()
+        imagined.append(world_model.predict_reward(h_j).float())
+        z_hat = world_model.sample_prior(h_j)
+    imagined_sum = torch.stack(imagined, 1).sum(1)
+    real_sum = reward[:, C:].sum(1)
+
+    # the policy on acting features [ẑ_t, h_{t-1}] at the last context step
+    features = torch.cat([world_model.sample_prior(h_context[:, -2].float()), h_context[:, -2].float()], -1)
+    logits = actor_critic.policy(features).float()
+    probs = logits.softmax(-1)
+    entropy = float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean())
+    greedy = torch.bincount(logits.argmax(-1), minlength=logits.shape[-1])
+
+    tracker = Tracker.open(folder)
+    metrics = {}
+    for key in ("actor_critic/return_scale", "actor_critic/entropy", "actor_critic/return_mean",
+                "actor_critic/value_mean", "actor_critic/imagined_reward", "world_model/loss/reward",
+                "world_model/loss/reconstruction", "replay/c_mean", "replay/c_max", "replay/m_mean",
+                "replay/world_model/never_drawn", "replay/imagination/never_drawn",
+                "replay/world_model/valid_starts"):
+        steps, values = tracker.metric_history(key) if tracker is not None else ([], [])
+        metrics[key] = values[-1] if values else None
+    return {
+        "run_dir": str(run_dir), "checkpoint": str(checkpoint or folder.root / CHECKPOINT_FILE),
+        "env_step": int(state["loop"]["step"]), "replay_rows": rows, "windows": len(chosen),
+        "window": f"{C} context + {H} horizon rows",
+        "reconstruction": {"mse": mse, "mean_frame_mse": mean_frame_mse,
+                           "explained": 1 - mse / mean_frame_mse if mean_frame_mse else None},
+        "reward": {"mae": float((predicted_reward - reward).abs().mean()), "zero_mae": float(reward.abs().mean()),
+                   "nonzero_rows": int(nonzero.sum()),
+                   "nonzero_sign_accuracy": float((predicted_reward[nonzero].sign() == reward[nonzero].sign())
+                                                  .float().mean()) if nonzero.any() else None,
+                   "nonzero_correlation": _corr(predicted_reward[nonzero], reward[nonzero])},
+        "termination": {"real": int(termination.sum()), "predicted": int(predicted_termination.sum()),
+                        "precision": true_pos / max(1, int(predicted_termination.sum())),
+                        "recall": true_pos / max(1, int(termination.sum()))},
+        "open_loop": {"correlation": _corr(imagined_sum, real_sum),
+                      "mae": float((imagined_sum - real_sum).abs().mean()), "zero_mae": float(real_sum.abs().mean()),
+                      "real_sum_mean": float(real_sum.mean()), "imagined_sum_mean": float(imagined_sum.mean())},
+        "policy": {"entropy": entropy, "uniform_entropy": math.log(logits.shape[-1]),
+                   "max_probability": float(probs.max(-1).values.mean()), "greedy_actions": greedy.tolist()},
+        "metrics": metrics,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--windows", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    result = diagnose(args.run_dir, args.windows, args.seed, args.checkpoint)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
