@@ -51,6 +51,8 @@ __all__ = [
     "HUMAN_SCORES",
     "RANDOM_SCORES",
     "Baseline",
+    "PUBLISHED_AGGREGATES",
+    "PublishedScore",
     "atari_game",
     "baselines",
     "env_id",
@@ -58,6 +60,7 @@ __all__ = [
     "human_normalized_percent",
     "human_normalized_score",
     "human_normalized_scores",
+    "published_scores",
 ]
 
 ATARI_100K_GAMES: tuple[str, ...] = (
@@ -289,3 +292,59 @@ def baselines() -> dict[str, Baseline]:
     dict each call (the :class:`Baseline` values are immutable and shared).
     """
     return dict(_load_baselines())
+
+
+# ---------------------------------------------------------------------- published per-game scores, with sources
+_PUBLISHED_RESOURCE = ("resources", "published_scores.csv")
+
+
+@dataclass(frozen=True)
+class PublishedScore:
+    """One method's published Atari 100k score of one game, and where it comes from.
+
+    ``score`` is the published per-game value (mean over seeds); ``seeds`` the per-seed scores where the source
+    publishes them (None for a seed the published mean leaves out), else empty; ``source`` names the file (and
+    commit) or page the value was read from; ``note`` says how it was obtained and what is uncertain (a
+    third-party copy, a disagreement between sources, a single-seed value).
+    """
+
+    method: str
+    game: str
+    score: float
+    seeds: tuple[float | None, ...]
+    source: str
+    note: str
+
+
+PUBLISHED_AGGREGATES: Mapping[str, tuple[float, float, str]] = MappingProxyType({
+    "DRAMA": (105.0, 27.0, "human-normalised mean / median in %, stated by the first author in "
+                           "https://github.com/realwenlongwang/Drama/issues/2 (2025-02-26), which also corrects "
+                           "CrazyClimber to 83,931 and KungFuMaster to 23,920"),
+})
+"""Aggregates a method's authors state, in percent: method -> (mean, median, source)."""
+
+
+@functools.cache
+def _load_published() -> dict[str, dict[str, PublishedScore]]:
+    text = resources.files("drama").joinpath(*_PUBLISHED_RESOURCE).read_text(encoding="utf-8")
+    out: dict[str, dict[str, PublishedScore]] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        seeds = tuple(None if v == "NA" else float(v) for v in row["per_seed_scores"].split(";") if v)
+        score = PublishedScore(row["method"], game_from_env_id(row["game"]), float(row["score"]), seeds,
+                               row["source"], row["note"])
+        out.setdefault(score.method, {})[score.game] = score
+    return out
+
+
+def published_scores() -> dict[str, dict[str, PublishedScore]]:
+    """Published per-game scores of DRAMA, STORM, DIAMOND and DreamerV3 with their sources: method -> game ->
+    :class:`PublishedScore` (``drama/resources/published_scores.csv``; docs/published_scores.md tells where each
+    method's numbers come from and what is uncertain).
+
+    Methods: ``DRAMA`` (the paper's DramaXS table; a third-party copy that reproduces the authors' stated
+    aggregates, :data:`PUBLISHED_AGGREGATES`), ``DRAMA_issue6_other_batch`` (4 games of a different batch the
+    author posted, not the paper's), ``STORM`` and ``DIAMOND`` (the authors' per-seed files), ``DreamerV3`` (the
+    current table, which DRAMA compares against; training-episode returns) and ``DreamerV3_v1_2023`` (the first
+    table, which STORM and DIAMOND compare against).
+    """
+    return {method: dict(games) for method, games in _load_published().items()}
