@@ -45,7 +45,15 @@ def test_report_on_two_runs_writes_markdown_csv_and_pngs(two_runs, tmp_path, cap
     iris = next(r for r in rows if r["method"] == "IRIS")
     assert float(iris["mean_return"]) == 15 and float(iris["human_normalized"]) == pytest.approx(35.7 / 35.3)
     aggs = list(csv.DictReader((out / "aggregates.csv").open()))
-    assert {r["metric"] for r in aggs} == {"mean", "median", "iqm"} and len(aggs) == 3 * 7
+    assert {r["metric"] for r in aggs} == {"mean", "median", "iqm"} and len(aggs) == 3 * 10
+    # DRAMA's published score per game next to ours, the ratio, and its stated 26-game aggregates
+    header = next(line for line in md.splitlines() if line.startswith("| Game |"))
+    pong = next(line for line in md.splitlines() if line.startswith("| Pong |"))
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in pong.split("|")], strict=True))
+    ours_mean = float(ours[0]["mean_return"])
+    assert cells["DRAMA paper"] == "15" and float(cells["DRAMA (mamba2) / DRAMA paper"]) == round(ours_mean / 15, 2)
+    assert "| DRAMA paper | 1 | 1 | " in md and "| 105 / 27 |" in md and "STORM" in md and "DIAMOND" in md
+    assert float(next(r for r in rows if r["method"] == "DRAMA paper")["mean_return"]) == 15
 
 
 def test_aggregates_hand_computed(two_runs):

@@ -29,9 +29,37 @@ import numpy as np
 
 from drama.config import ConfigError
 from drama.run import RunFolder
-from drama.scores import HUMAN_SCORES, RANDOM_SCORES, atari_game, baselines, human_normalized_score
+from drama.scores import (
+    HUMAN_SCORES,
+    PUBLISHED_AGGREGATES,
+    RANDOM_SCORES,
+    atari_game,
+    baselines,
+    human_normalized_score,
+    published_scores,
+)
 
 METRICS = ("mean", "median", "iqm")
+
+PUBLISHED = {"DRAMA paper": "DRAMA", "STORM": "STORM", "DIAMOND": "DIAMOND"}
+"""Published methods of :func:`drama.scores.published_scores` shown in the report: report name -> method key."""
+
+
+def published_table() -> dict[str, dict[str, float]]:
+    """Report name -> game -> published score of the :data:`PUBLISHED` methods."""
+    table = published_scores()
+    return {name: {game: entry.score for game, entry in table[key].items()} for name, key in PUBLISHED.items()}
+
+
+def published_26_game(name: str) -> tuple[float, float, str]:
+    """A published method's 26-game human-normalised mean / median in %: as its authors state them where they
+    do (:data:`drama.scores.PUBLISHED_AGGREGATES`), else recomputed from its published per-game scores."""
+    key = PUBLISHED[name]
+    if key in PUBLISHED_AGGREGATES:
+        mean, median, _ = PUBLISHED_AGGREGATES[key]
+        return mean, median, "stated"
+    values = [100 * human_normalized_score(g, v) for g, v in published_table()[name].items()]
+    return float(np.mean(values)), float(np.median(values)), "recomputed"
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -137,6 +165,13 @@ def aggregates(table: dict[str, dict[str, dict[str, Any]]], reps: int = 2000,
                 out[method][name] = (float(points[method][i]), float(intervals[method][0, i]),
                                      float(intervals[method][1, i]))
     games = sorted(covered)
+    for name, scores_by_game in published_table().items() if games else ():
+        scores = np.array([[human_normalized_score(g, scores_by_game[g]) for g in games]])
+        values = aggregate(scores)
+        mean_26, median_26, how = published_26_game(name)
+        out[name] = {"games": games, "runs": 1, "dropped_runs": 0, "baseline": True, "reported_mean_26": mean_26,
+                     "reported_median_26": median_26, "reported_how": how,
+                     **{m: (float(values[i]), None, None) for i, m in enumerate(METRICS)}}
     for name, baseline in baselines().items() if games else ():
         scores = np.array([[human_normalized_score(g, baseline.scores[g]) for g in games]])
         values = aggregate(scores)
@@ -162,9 +197,11 @@ def markdown(table: dict, aggs: dict, results: list[dict[str, Any]], figures: li
     lines = ["# drama report", "", f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {len(results)} evaluation(s).",
              "", "## Per-game scores", "",
              "Mean raw return over runs (number of runs) / human-normalised score in %. Random and human "
-             "references are the standard unrounded scores; baselines are the rows of the reference's "
-             "atari_performance.csv.", ""]
-    header = ["Game", "Random", "Human", *methods, *base]
+             "references are the standard unrounded scores. 'DRAMA paper' is the paper's published score (sources: "
+             "docs/published_scores.md) and the ratio columns divide our mean by it; the other baselines are the "
+             "rows of the reference's atari_performance.csv.", ""]
+    paper = published_table()["DRAMA paper"]
+    header = ["Game", "Random", "Human", *methods, "DRAMA paper", *[f"{m} / DRAMA paper" for m in methods], *base]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for game in sorted(table):
         atari = game in HUMAN_SCORES
@@ -176,6 +213,11 @@ def markdown(table: dict, aggs: dict, results: list[dict[str, Any]], figures: li
                 continue
             hns = "" if entry["human_normalized"] is None else f" / {100 * entry['human_normalized']:.1f}%"
             row.append(f"{_fmt(entry['mean'])} ({entry['runs']}){hns}")
+        row.append(_fmt(paper[game], 0) if atari else "")
+        for method in methods:
+            entry = table[game].get(method)
+            ratio = entry["mean"] / paper[game] if entry is not None and atari and paper[game] else None
+            row.append("" if ratio is None else f"{ratio:.2f}")
         row += [_fmt(b.scores[game], 0) if atari else "" for b in base.values()]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Human-normalised aggregates", ""]
@@ -189,6 +231,7 @@ def markdown(table: dict, aggs: dict, results: list[dict[str, Any]], figures: li
                   "|---|---|---|---|---|---|---|"]
         for method, entry in aggs.items():
             published = (f"{entry['reported_mean_26']:.0f} / {entry['reported_median_26']:.0f}"
+                         + (" (recomputed)" if entry.get("reported_how") == "recomputed" else "")
                          if entry.get("baseline") else "")
             lines.append(f"| {method} | {len(entry['games'])} | {entry['runs']} | {_fmt_ci(entry['mean'])} | "
                          f"{_fmt_ci(entry['median'])} | {_fmt_ci(entry['iqm'])} | {published} |")
@@ -210,8 +253,12 @@ def write_csvs(table: dict, aggs: dict, out: Path) -> tuple[Path, Path]:
         for game in sorted(table):
             for method, e in sorted(table[game].items()):
                 writer.writerow([game, method, e["runs"], e["mean"], e["std"], e["human_normalized"]])
-            for name, b in baselines().items() if game in HUMAN_SCORES else ():
-                writer.writerow([game, name, 1, b.scores[game], 0.0, human_normalized_score(game, b.scores[game])])
+            published = {name: scores[game] for name, scores in published_table().items()} \
+                if game in HUMAN_SCORES else {}
+            published.update({name: b.scores[game] for name, b in baselines().items()} if game in HUMAN_SCORES
+                             else {})
+            for name, score in published.items():
+                writer.writerow([game, name, 1, score, 0.0, human_normalized_score(game, score)])
     with aggs_path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "games", "runs", "metric", "value", "ci_low", "ci_high"])
