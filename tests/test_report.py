@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -32,7 +33,8 @@ def test_report_on_two_runs_writes_markdown_csv_and_pngs(two_runs, tmp_path, cap
     out = tmp_path / "report"
     assert main(["report", *map(str, two_runs), "--out", str(out), "--reps", "200"]) == 0
     paths = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(paths) == {"markdown", "scores_csv", "aggregates_csv", "learning_curves_png", "aggregates_png"}
+    assert set(paths) == {"markdown", "scores_csv", "aggregates_csv", "scores_json", "learning_curves_png",
+                          "aggregates_png"}
     for path in paths.values():
         assert (out / path.split("/")[-1]).stat().st_size > 0
     for png in ("learning_curves.png", "aggregates.png"):
@@ -118,3 +120,39 @@ def test_a_run_with_one_finished_episode_draws_a_visible_point_on_an_axis_from_0
     assert ax.get_xlim()[0] == 0 and ax.get_xlim()[1] > lines[0].get_xdata()[0] > 0
     assert ax.get_xlabel() == "env steps" and "1 episode" in ax.get_legend().get_texts()[0].get_text()
     plt.close(fig)
+
+
+def test_scores_json_round_trips_through_baseline(two_runs, tmp_path, capsys):
+    from drama.report import SCORES_FORMAT, read_scores
+
+    out = tmp_path / "first"
+    assert main(["report", *map(str, two_runs), "--out", str(out), "--reps", "50"]) == 0
+    paths = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    document = json.loads(Path(paths["scores_json"]).read_text())
+    assert document["format"] == SCORES_FORMAT and document["protocol"]["env_id"] == "ALE/Pong-v5"
+    seeds = document["scores"]["Pong"]["DRAMA (mamba2)"]
+    assert len(seeds) == 2 and -14.0 in seeds
+    rows = read_scores(paths["scores_json"])  # read back: one row per seed, as written
+    assert sorted(r["mean"] for r in rows) == sorted(seeds) and {r["method"] for r in rows} == {"DRAMA (mamba2)"}
+    # the same file as a baseline of a report on one run: its two seeds enter as their own method
+    renamed = tmp_path / "theirs.json"
+    renamed.write_text(json.dumps({**document, "scores": {"Pong": {"Theirs": seeds}}}))
+    again = tmp_path / "second"
+    assert main(["report", str(two_runs[0]), "--baseline", str(renamed), "--baseline", paths["scores_json"],
+                 "--out", str(again), "--reps", "50"]) == 0
+    capsys.readouterr()
+    aggs = {(r["method"], r["metric"]): r for r in csv.DictReader((again / "aggregates.csv").open())}
+    assert aggs[("Theirs", "mean")]["runs"] == "2" and aggs[("DRAMA (mamba2)", "mean")]["runs"] == "1"
+    assert any(method.startswith("DRAMA (mamba2) [") for method, _ in aggs)  # a same-named baseline stays apart
+    assert "| Theirs |" in (again / "report.md").read_text()
+
+
+@pytest.mark.parametrize("content", ["not json", '{"format": "other", "scores": {}}',
+                                     '{"format": "drama-scores/1", "scores": {"Pong": {"X": []}}}'])
+def test_a_bad_baseline_file_is_one_line_and_writes_nothing(two_runs, tmp_path, capsys, content):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    out = tmp_path / "out"
+    assert main(["report", str(two_runs[0]), "--baseline", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"drama: error: --baseline {bad}") and err.count("\n") == 1 and not out.exists()

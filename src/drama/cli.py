@@ -8,7 +8,8 @@ file (:func:`drama.config.find_config_file`).
   continues one from its last checkpoint. The last line printed is a JSON summary of the run.
 * ``drama evaluate RUN_DIR [--episodes N] [--envs K] [--greedy|--sample] [--seed S] [--checkpoint FILE] [--video]``: N
   complete evaluation episodes (:mod:`drama.evaluate`); the last line printed is the result summary as JSON.
-* ``drama report RUN_DIR|EVAL_JSON ... [--out DIR]``: per-game table, aggregates and figures (:mod:`drama.report`);
+* ``drama report RUN_DIR|EVAL_JSON ... [--out DIR] [--baseline SCORES_JSON ...]``: per-game table, aggregates,
+  figures and scores.json (:mod:`drama.report`);
   the last line printed is a JSON object of the written files.
 * ``drama bench --config FILE [key=value ...] [--iterations N] [--warmup N] [--compare "k=v k=v" ...]
   [--threads N] [--out FILE]``: time the loop's phases at the config's shapes, variants interleaved
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="reports", help="output folder (default ./reports)")
     report.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the CIs (default 2000)")
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    report.add_argument("--baseline", action="append", default=[], metavar="SCORES_JSON",
+                        help="a scores.json (written by drama report) whose methods join as baselines; repeatable")
     bench = sub.add_parser("bench", help="time the loop's phases at a config's shapes; variants side by side (JSON)")
     bench.add_argument("--config", required=True, help=CONFIG_HELP)
     bench.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every variant")
@@ -208,7 +211,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not 0 <= args.seed <= SEED_MAX:
         raise ConfigError(f"--seed={args.seed} is invalid: must be in [0, {SEED_MAX}]")
     check_report(args.inputs, args.out)
-    print(json.dumps(report(args.inputs, out=args.out, reps=args.reps, seed=args.seed)))
+    print(json.dumps(report(args.inputs, out=args.out, reps=args.reps, seed=args.seed,
+                            baselines_files=args.baseline)))
     return 0
 
 

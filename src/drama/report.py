@@ -11,6 +11,11 @@ Outputs (in ``--out``):
   IQM of human-normalised scores with stratified-bootstrap 95% confidence intervals (rliable, Agarwal et al.
   2021), the baselines computed on the same games with the same unrounded constants;
 * ``scores.csv`` (per game and method) and ``aggregates.csv`` (per method and metric);
+* ``scores.json``: per-seed scores in one documented format (:data:`SCORES_FORMAT`): ``{"format", "protocol",
+  "scores": {game: {method: [one score per run (seed)]}}}``, where a run's score is the mean return of its
+  evaluation episodes and ``protocol`` is the evaluation protocol of the runs (one object, or a list when the runs
+  differ). ``--baseline FILE`` reads the same format back as extra methods (their seeds enter the aggregates with
+  confidence intervals like ours), so results can be exchanged between groups and papers;
 * ``learning_curves.png``: training episode returns from each run's MLflow record, per game;
 * ``aggregates.png``: the interval estimates (rliable ``plot_interval_estimates``).
 """
@@ -81,6 +86,48 @@ def _load(path: Path) -> dict[str, Any]:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+SCORES_FORMAT = "drama-scores/1"
+"""The ``format`` value of ``scores.json`` (written by ``drama report``, read by ``drama report --baseline``)."""
+
+
+def scores_document(table: dict[str, dict[str, dict[str, Any]]], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``scores.json`` object of a report: per game and method the per-run scores, and the protocol."""
+    protocols = sorted({json.dumps(r["protocol"], sort_keys=True) for r in results if r.get("protocol")})
+    protocol: Any = [json.loads(p) for p in protocols]
+    return {"format": SCORES_FORMAT,
+            "description": "per game and method, one score per run (seed): the mean return of its evaluation "
+                           "episodes; protocol: how the episodes were played",
+            "protocol": protocol[0] if len(protocol) == 1 else protocol,
+            "scores": {game: {method: list(entry["returns"]) for method, entry in sorted(methods.items())}
+                       for game, methods in sorted(table.items())}}
+
+
+def read_scores(path: str | Path) -> list[dict[str, Any]]:
+    """The per-seed scores of a ``scores.json`` (:data:`SCORES_FORMAT`) as report inputs: one result per seed,
+    its method and game as written there (a :class:`ConfigError` naming the file for anything else)."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--baseline {path}: not a readable JSON file ({type(exc).__name__})") from None
+    if not isinstance(document, dict) or document.get("format") != SCORES_FORMAT or \
+            not isinstance(document.get("scores"), dict):
+        raise ConfigError(f"--baseline {path}: not a scores file of format {SCORES_FORMAT!r} (drama report writes "
+                          "one as scores.json)")
+    out = []
+    for game, methods in document["scores"].items():
+        if not isinstance(methods, dict) or not all(
+                isinstance(seeds, list) and seeds and all(_is_number(v) for v in seeds) for seeds in methods.values()):
+            raise ConfigError(f"--baseline {path}: scores[{game!r}] must map each method to a non-empty list of "
+                              "numbers")
+        for method, seeds in methods.items():
+            for value in seeds:
+                out.append({"method": str(method), "game": atari_game(game), "env_id": game, "mean": float(value),
+                            "source": str(path), "episodes": None, "policy": "", "checkpoint_step": None,
+                            "baseline_file": True})
+    return out
 
 
 def latest_evaluation(run_dir: Path) -> dict[str, Any]:
@@ -241,7 +288,9 @@ def markdown(table: dict, aggs: dict, results: list[dict[str, Any]], figures: li
     lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
     lines += ["", "## Inputs", ""] + [f"- `{r['source']}`: {r['env_id']}, {r['method']}, checkpoint step "
                                       f"{r.get('checkpoint_step')}, {r['episodes']} {r.get('policy', '')} episodes"
-                                      for r in results]
+                                      for r in results if not r.get("baseline_file")]
+    lines += [f"- `{source}`: scores file (--baseline)"
+              for source in sorted({r["source"] for r in results if r.get("baseline_file")})]
     return "\n".join(lines) + "\n"
 
 
@@ -384,19 +433,28 @@ def plot_aggregates(aggs: dict[str, dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def report(inputs: list[str | Path], out: str | Path = "reports", reps: int = 2000, seed: int = 0) -> dict[str, str]:
-    """Write the report files (module docstring) into ``out``; returns their paths."""
+def report(inputs: list[str | Path], out: str | Path = "reports", reps: int = 2000, seed: int = 0,
+           baselines_files: list[str | Path] = ()) -> dict[str, str]:
+    """Write the report files (module docstring) into ``out``; returns their paths. ``baselines_files``:
+    ``scores.json`` files whose methods join the tables as extra baselines."""
     results = collect(inputs)
+    extra = [row for path in baselines_files for row in read_scores(path)]
+    ours = {r["method"] for r in results}
+    for row in extra:  # a baseline never merges into a method of the inputs: it is named after its file there
+        if row["method"] in ours:
+            row["method"] = f"{row['method']} [{row['source']}]"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = per_game(results)
+    table = per_game(results + extra)
     aggs = aggregates(table, reps=reps, seed=seed)
     figures = [plot_learning_curves(results, out / "learning_curves.png")]
     if aggs:
         figures.append(plot_aggregates(aggs, out / "aggregates.png"))
     scores_csv, aggs_csv = write_csvs(table, aggs, out)
+    scores_json = out / "scores.json"
+    scores_json.write_text(json.dumps(scores_document(per_game(results), results), indent=2) + "\n")
     md = out / "report.md"
-    md.write_text(markdown(table, aggs, results, figures))
-    paths = {"markdown": md, "scores_csv": scores_csv, "aggregates_csv": aggs_csv,
+    md.write_text(markdown(table, aggs, results + extra, figures))
+    paths = {"markdown": md, "scores_csv": scores_csv, "aggregates_csv": aggs_csv, "scores_json": scores_json,
              **{f"{p.stem}_png": p for p in figures}}
     return {k: str(v) for k, v in paths.items()}
