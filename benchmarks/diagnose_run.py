@@ -24,7 +24,6 @@ Used to find out why a run does or does not learn (benchmarks/learning_atari.py)
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -147,10 +146,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     result = diagnose(args.run_dir, args.windows, args.seed, args.checkpoint)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    from drama.bench import write_result
+
+    write_result(result, None if args.out is None else str(args.out))
     return 0
 
 

@@ -16,7 +16,6 @@ first K.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -83,10 +82,9 @@ def main() -> int:
         "precision": precision, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "python": platform.python_version(), "results": rows,
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    from drama.bench import write_result
+
+    write_result(result, None if args.out is None else str(args.out))
     return 0
 
 
