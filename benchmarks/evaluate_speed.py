@@ -43,7 +43,7 @@ def main() -> int:
 
     from drama.build import build_models
     from drama.config import load_config
-    from drama.device import cpu_features, device_name, resolve_device, resolve_precision
+    from drama.device import cpu_features, device_name, make_fabric, resolve_device, resolve_precision
     from drama.envs import probe_env
     from drama.evaluate import play_episodes
 
@@ -53,7 +53,7 @@ def main() -> int:
     precision = resolve_precision(cfg.runtime.precision, device)
     L.seed_everything(cfg.runtime.seed, verbose=False)
     world_model, actor_critic = build_models(cfg, probe_env(cfg.env))
-    fabric = L.Fabric(accelerator=device.type, devices=1, precision=precision)
+    fabric = make_fabric(device, precision)
     world_model, actor_critic = (fabric.setup_module(m).module.eval() for m in (world_model, actor_critic))
     samples: dict[int, list[tuple[float, int]]] = {k: [] for k in args.envs}
     for round_index in range(args.rounds):

@@ -97,24 +97,26 @@ def test_act_and_observe_in_the_warm_up_encodes_nothing():
 
 
 def test_training_loop_and_evaluation_share_the_one_acting_step(monkeypatch, tmp_path):
-    """Both call ``ActingContext.act_and_observe`` for every env step (the notebook does too)."""
+    """Both act through ``Acting.step`` for every env step: training through its one-env view
+    ``ActingContext.act_and_observe`` (the notebook too), ``drama evaluate`` with its K envs."""
     import inspect
 
     from drama import evaluate, loop
+    from drama.acting import Acting
 
     calls = []
-    original = ActingContext.act_and_observe
+    original = Acting.step
 
     def counting(self, *args, **kwargs):
         calls.append(kwargs.get("random", False))
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(ActingContext, "act_and_observe", counting)
+    monkeypatch.setattr(Acting, "step", counting)
     from test_loop import make_loop
 
     drama_loop, _, _ = make_loop(tmp_path, "train.total_steps=12", "train.prefill_steps=6")
     drama_loop.run()
     assert len(calls) == 12 and calls[:6] == [True] * 6 and calls[6:] == [False] * 6
-    assert "act_and_observe" in inspect.getsource(evaluate.play_episodes)
+    assert "acting.step(" in inspect.getsource(evaluate.play_episodes)
     assert "act_and_observe" in inspect.getsource(loop.DramaLoop.choose_action)
     assert "torch.randint" not in inspect.getsource(evaluate) + inspect.getsource(loop)

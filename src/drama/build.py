@@ -11,7 +11,7 @@ import torch
 
 from drama.actor_critic import ActorCritic
 from drama.config import ConfigError, DramaConfig
-from drama.device import resolve_channels_last, resolve_device
+from drama.device import make_fabric, resolve_channels_last, resolve_device
 from drama.envs.spec import EnvSpec
 from drama.nn.encoders import set_memory_format
 from drama.world_model import WorldModel
@@ -57,15 +57,12 @@ class TrainingSystem:
 def build_training_system(cfg: DramaConfig, device: torch.device, precision: str) -> TrainingSystem:
     """Fabric on ``device`` with ``precision``, the env, both models set up with their optimisers
     (the unwrapped modules, hot paths compiled per ``runtime.compile``) and the replay with its seeded generator."""
-    import lightning as L
 
     from drama.data.replay import Replay, resolve_replay_device
     from drama.envs.runner import EnvRunner
     from drama.nn.compile import compile_hot_paths
 
-    devices = [device.index] if device.type == "cuda" and device.index is not None else 1
-    fabric = L.Fabric(accelerator=device.type, devices=devices, precision=precision)
-    fabric.launch()
+    fabric = make_fabric(device, precision)
     env = EnvRunner(cfg.env, cfg.runtime.seed)
     world_model, actor_critic = build_models(cfg, env.spec)
     world_model, _ = fabric.setup(world_model, world_model.configure_optimizers())

@@ -102,6 +102,27 @@ def resolve_channels_last(value: bool | str, device: torch.device, features: fro
     return device.type == "cpu" and cpu_has_bf16_hardware(features)
 
 
+LIGHTNING_INFO_LOGGERS = ("lightning.fabric.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero")
+"""Lightning's info loggers (the one that says "Using bfloat16 Automatic Mixed Precision (AMP)" on stderr; drama
+prints the precision on its own ``# run`` line)."""
+
+
+def make_fabric(device: torch.device, precision: str):
+    """A Lightning ``Fabric`` on ``device`` (one device; ``cuda:N`` keeps its index) with ``precision``, launched,
+    without Lightning's info lines on stderr: what ``drama fit``, ``drama bench`` and :func:`drama.run.load_agent`
+    run the models with."""
+    import logging
+
+    import lightning as L
+
+    for name in LIGHTNING_INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    devices = [device.index] if device.type == "cuda" and device.index is not None else 1
+    fabric = L.Fabric(accelerator=device.type, devices=devices, precision=precision)
+    fabric.launch()
+    return fabric
+
+
 def precision_context(module: torch.nn.Module):
     """The precision context of a LightningModule set up with Fabric (its autocast under ``bf16-mixed``), else a
     no-op: device-agnostic, and the modules also work stand-alone (tests, notebooks)."""

@@ -519,8 +519,7 @@ def load_agent(run_dir: Path, checkpoint: Path | None = None, device: str | None
 def _with_precision(world_model: Any, actor_critic: Any, device: torch.device, precision: str) -> tuple[Any, Any]:
     """Both models on ``device`` under ``precision`` (the rule training used: acting, imagination and evaluation
     run under the training precision), through a Fabric without loggers as in ``drama fit``."""
-    import lightning as L
+    from drama.device import make_fabric
 
-    devices = [device.index] if device.type == "cuda" and device.index is not None else 1
-    fabric = L.Fabric(accelerator=device.type, devices=devices, precision=precision)
+    fabric = make_fabric(device, precision)
     return tuple(fabric.setup_module(module).module for module in (world_model, actor_critic))
