@@ -31,10 +31,11 @@ from tensordict import TensorDict
 
 from drama.acting import ActingContext
 from drama.build import build_models
+from drama.checkpoint import verify_checkpoint
 from drama.config import load_config
 from drama.data.replay import Replay
 from drama.envs.spec import EnvSpec
-from drama.run import RunFolder, TrainingParts, load_training_state, save_training_state, verify_checkpoint
+from drama.run import RunFolder, TrainingParts, load_training_state, save_training_state
 
 ROOT = Path(__file__).resolve().parents[1]
 PONG = EnvSpec((3, 64, 64), 6)

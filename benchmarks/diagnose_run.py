@@ -48,8 +48,9 @@ def valid_starts(episode_end: torch.Tensor, rows: int, length: int) -> torch.Ten
 @torch.no_grad()
 def diagnose(run_dir: Path, windows: int, seed: int, checkpoint: Path | None) -> dict:
     from drama.build import build_models
+    from drama.checkpoint import read_checkpoint
     from drama.envs import probe_env
-    from drama.run import CHECKPOINT_FILE, RunFolder, read_checkpoint
+    from drama.run import CHECKPOINT_FILE, RunFolder
     from drama.tracking import Tracker
 
     folder = RunFolder(run_dir)

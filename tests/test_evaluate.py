@@ -121,8 +121,8 @@ def test_k_envs_play_the_same_episodes_as_one_env(finished_debug_run, tmp_path):
     """K = 1 and K = 4 play episodes k = 0..N-1 with seeds S + k and the same lengths and returns (exactly, in
     float32 on this tiny model; batched kernels may round differently, which could flip a sample in longer runs);
     N = 5 is not a multiple of 4 and still gives exactly 5 episodes. Sampled actions, so episodes differ."""
+    from drama.build import load_agent
     from drama.evaluate import play_episodes
-    from drama.run import load_agent
 
     agent = load_agent(_float32_copy(finished_debug_run, tmp_path))
     played = {k: play_episodes(agent.cfg, agent.world_model, agent.actor_critic, 5, greedy=False, seed=7,

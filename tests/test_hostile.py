@@ -190,7 +190,7 @@ CASES = [
     ("evaluate {X}/badinfo", {}, "run.json is not a readable run-info file"),
     ("evaluate {X}/evalfile", {}, "evaluations is a file, not a folder"),
     ("evaluate {X}/httprun", {}, "no MLflow server answers"),
-    ("evaluate {X}/archrun --no-progress", {}, "the checkpoint does not fit"),
+    ("evaluate {X}/archrun --no-progress", {}, "does not fit the models of"),
     # ------------------------------------------------------------------ drama report
     ("report", {}, "the following arguments are required"),
     ("report {X}/nope", {}, "no such run directory or evaluation JSON"),

@@ -11,12 +11,12 @@ import torch
 
 from conftest import tiny_config
 from drama.build import build_models
+from drama.checkpoint import read_checkpoint
 from drama.data.replay import Replay
 from drama.envs.runner import StepResult
 from drama.envs.spec import EnvSpec
 from drama.errors import Diverged, RunStopped
 from drama.loop import DramaLoop
-from drama.run import read_checkpoint
 
 EPISODE = 30  # every episode terminates after 30 steps; a life is lost at step 10 of each
 

@@ -16,22 +16,17 @@ from tensordict import TensorDict
 
 from conftest import assert_identical, tiny_config
 from drama.acting import ActingContext
-from drama.build import build_models
+from drama.build import build_models, load_agent
+from drama.checkpoint import CHECKPOINT_HEADER, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, CheckpointError, read_checkpoint
 from drama.config import ConfigError, load_config
 from drama.data.replay import Replay
 from drama.envs.spec import EnvSpec
 from drama.run import (
-    CHECKPOINT_HEADER,
-    CHECKPOINT_MAGIC,
-    CHECKPOINT_VERSION,
     TRAINING_STATE_KEYS,
-    CheckpointError,
     RunFolder,
     TrainingParts,
-    load_agent,
     load_training_state,
     newest_good_checkpoint,
-    read_checkpoint,
     save_training_state,
 )
 
@@ -79,12 +74,12 @@ def test_load_agent_refuses_what_is_not_a_run(tmp_path):
 
 
 # ---------------------------------------------------------------------- the checkpoint file
-def _parts(seed: int) -> TrainingParts:
+def _parts(seed: int, *overrides: str) -> TrainingParts:
     """Tiny models with stepped optimisers, a part-filled replay, an acting window and an env state, all from
     ``seed`` (different seeds: different contents everywhere)."""
     torch.manual_seed(seed)
     cfg = tiny_config("train.batch_size=2", "train.batch_length=3", "imagination.batch_size=4",
-                      "imagination.context_length=3", "replay.capacity=16")
+                      "imagination.context_length=3", "replay.capacity=16", *overrides)
     world_model, actor_critic = build_models(cfg, EnvSpec((4,), 3))
     for module in (world_model, actor_critic):
         module.configure_optimizers()
@@ -244,6 +239,19 @@ def test_the_previous_checkpoint_is_the_fallback_when_the_last_is_damaged(tmp_pa
     message = str(caught.value)
     assert message.startswith("no good checkpoint: ") and "\n" not in message
     assert str(folder.checkpoint) in message and str(folder.previous_checkpoint) in message
+
+
+def test_a_checkpoint_that_does_not_fit_the_models_is_one_config_error_naming_both_files(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    _save(folder)
+    wider = _parts(0, "actor_critic.actor_hidden=24")  # e.g. a config.yaml edited by hand after training
+    with pytest.raises(ConfigError) as caught:
+        load_training_state(None, folder.checkpoint, wider, config=folder.config)
+    message = str(caught.value)
+    assert not isinstance(caught.value, CheckpointError) and "\n" not in message, message
+    expected = f"the checkpoint {folder.checkpoint} does not fit the models of {folder.config} ("
+    assert message.startswith(expected), message
+    assert "size mismatch" in message, message
 
 
 def test_load_agent_falls_back_to_the_previous_checkpoint(finished_debug_run, tmp_path, capsys):

@@ -58,14 +58,13 @@ class Acting:
         """``[ẑ_t, h_{t-1}]`` (len(envs), latent + hidden) from the envs' windows, none of them empty. Windows of
         equal length go through the sequence model together; ``generators`` (one per env) draw the prior samples."""
         wm = self.world_model
-        wm.eval()
         out: list[Tensor | None] = [None] * len(envs)
         by_length: dict[int, list[int]] = {}
         for i, env in enumerate(envs):
             if not self.windows[env]:
                 raise ValueError(f"env {env}'s acting window is empty (act randomly instead)")
             by_length.setdefault(len(self.windows[env]), []).append(i)
-        with wm.autocast():
+        with wm.evaluating(), wm.autocast():
             for rows in by_length.values():
                 windows = [self.windows[envs[i]] for i in rows]
                 z = torch.stack([torch.stack(list(w.latents)) for w in windows])  # (G, K, latent)
@@ -99,8 +98,7 @@ class Acting:
                 generators: Sequence[torch.Generator] | None = None) -> None:
         """Encode each ``o_t`` once (one batched posterior sample) and append ``(z_t, a_t)`` to its env's window."""
         wm = self.world_model
-        wm.eval()
-        with wm.autocast():
+        with wm.evaluating(), wm.autocast():
             z, _ = wm.sample_posterior(observations.to(wm.device), generators=generators)
         for env, latent, action in zip(envs, z.float(), actions, strict=True):
             self.windows[env].latents.append(latent)

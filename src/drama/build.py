@@ -1,19 +1,23 @@
-"""Construct the models from a resolved config and an environment spec, and the whole training system
-(Fabric, env, models set up on the device, replay) that ``drama fit`` and ``drama bench`` share."""
+"""Construct the models from a resolved config and an environment spec, the whole training system (Fabric, env,
+models set up on the device, replay) that ``drama fit`` and ``drama bench`` share, and a run's trained agent
+(:func:`load_agent`: its models from its checkpoint, for ``drama evaluate`` and your own code)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from drama.actor_critic import ActorCritic
+from drama.checkpoint import CheckpointError, first_good, mismatch_error, read_checkpoint
 from drama.config import ConfigError, DramaConfig
-from drama.device import make_fabric, resolve_channels_last, resolve_device
+from drama.device import make_fabric, resolve_channels_last, resolve_device, resolve_precision
 from drama.envs.spec import EnvSpec
 from drama.nn.encoders import set_memory_format
+from drama.run import MODEL_KEYS, RunFolder
 from drama.world_model import WorldModel
 
 
@@ -75,3 +79,53 @@ def build_training_system(cfg: DramaConfig, device: torch.device, precision: str
     replay = Replay(cfg.replay, cfg.train.batch_size, cfg.imagination.batch_size, generator=generator,
                     device=replay_device, batch_device=fabric.device)
     return TrainingSystem(fabric, env, world_model, actor_critic, replay)
+
+
+@dataclass
+class Agent:
+    """A run's trained models, ready to act (eval mode, on their device)."""
+
+    cfg: DramaConfig
+    world_model: Any
+    actor_critic: Any
+    step: int
+    """env step at which the checkpoint was written."""
+    checkpoint: Path
+
+
+def load_agent(run_dir: Path, checkpoint: Path | None = None, device: str | None = None) -> Agent:
+    """The models of ``run_dir``'s checkpoint on ``device`` (default: the run's ``runtime.device``). Default
+    checkpoint: the last one, or the previous one when the last is damaged (one line on stderr says so).
+    :class:`ConfigError` when the folder is not a run or the checkpoint does not fit its config;
+    :class:`CheckpointError` when the checkpoint is missing or damaged."""
+    from drama.envs import probe_env
+
+    folder = RunFolder(Path(run_dir))
+    cfg = folder.read_config([f"runtime.device={device}"] if device else [])
+    if checkpoint is None:
+        path, state = first_good([folder.checkpoint, folder.previous_checkpoint], read_checkpoint)
+    else:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise CheckpointError(f"no checkpoint at {path}")
+        state = read_checkpoint(path)
+    missing = [key for key in (*MODEL_KEYS, "loop") if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a training state: it lacks {', '.join(missing)}")
+    world_model, actor_critic = build_models(cfg, probe_env(cfg.env))
+    try:
+        for key, module in zip(MODEL_KEYS, (world_model, actor_critic), strict=True):
+            module.load_state_dict(state[key])
+    except RuntimeError as error:  # e.g. a config.yaml edited by hand to other model sizes
+        raise mismatch_error(path, folder.config, error) from None
+    target = resolve_device(cfg.runtime.device)
+    world_model, actor_critic = _with_precision(world_model, actor_critic, target,
+                                                resolve_precision(cfg.runtime.precision, target))
+    return Agent(cfg, world_model.eval(), actor_critic.eval(), int(state["loop"]["step"]), path)
+
+
+def _with_precision(world_model: Any, actor_critic: Any, device: torch.device, precision: str) -> tuple[Any, Any]:
+    """Both models on ``device`` under ``precision`` (the rule training used: acting, imagination and evaluation
+    run under the training precision), through a Fabric without loggers as in ``drama fit``."""
+    fabric = make_fabric(device, precision)
+    return tuple(fabric.setup_module(module).module for module in (world_model, actor_critic))

@@ -418,7 +418,9 @@ class DramaConfig:
     """device, precision and seed."""
 
 
-def _one_line(exc: Exception) -> str:
+def one_line(exc: object) -> str:
+    """The first line of an exception's message (its type's name when the message is empty): how an error from
+    elsewhere is quoted in a ``drama: error:`` line. Also takes a plain reason (e.g. ``URLError.reason``)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -453,7 +455,7 @@ def load_yaml_mapping(path: Path, what: str) -> DictConfig:
     try:
         loaded = OmegaConf.load(path)
     except Exception as exc:  # YAML syntax errors
-        raise ConfigError(f"cannot parse {path}: {_one_line(exc)}") from None
+        raise ConfigError(f"cannot parse {path}: {one_line(exc)}") from None
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return loaded
@@ -493,7 +495,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def _omegaconf_message(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None)
-    msg = getattr(exc, "msg", None) or _one_line(exc)
+    msg = getattr(exc, "msg", None) or one_line(exc)
     msg = msg.strip().splitlines()[0]
     if "not in struct" in msg or "Key '" in msg and "not in" in msg:
         return f"unknown key '{key}'" if key else msg

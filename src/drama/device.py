@@ -109,7 +109,7 @@ prints the precision on its own ``# run`` line)."""
 
 def make_fabric(device: torch.device, precision: str):
     """A Lightning ``Fabric`` on ``device`` (one device; ``cuda:N`` keeps its index) with ``precision``, launched,
-    without Lightning's info lines on stderr: what ``drama fit``, ``drama bench`` and :func:`drama.run.load_agent`
+    without Lightning's info lines on stderr: what ``drama fit``, ``drama bench`` and :func:`drama.build.load_agent`
     run the models with."""
     import logging
 

@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from drama.build import load_agent
 from drama.config import SEED_MAX, ConfigError, DramaConfig
 from drama.preflight import check_evaluation
-from drama.run import RunFolder, load_agent
+from drama.run import RunFolder
 
 
 def protocol(cfg: DramaConfig, greedy: bool, seed: int, envs: int = 1) -> dict[str, Any]:
@@ -164,14 +165,7 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, seed:
                           "with seed S + k)")
     check_evaluation(RunFolder(run_dir), device)
     start = time.perf_counter()
-    try:
-        agent = load_agent(run_dir, None if checkpoint is None else Path(checkpoint), device)
-    except RuntimeError as exc:  # load_state_dict: the checkpoint's tensors do not fit the run's config.yaml
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        if not lines or "state_dict" not in lines[0]:
-            raise
-        raise ConfigError(f"the checkpoint does not fit {RunFolder(run_dir).config} ({lines[0].rstrip(':')}: "
-                          f"{lines[1][:160] if len(lines) > 1 else 'mismatch'})") from None
+    agent = load_agent(run_dir, None if checkpoint is None else Path(checkpoint), device)
     cfg, world_model, actor_critic, step, ckpt = (agent.cfg, agent.world_model, agent.actor_critic, agent.step,
                                                   agent.checkpoint)
     seed = cfg.runtime.seed if seed is None else seed

@@ -19,7 +19,7 @@ import torch
 from tensordict import TensorDict
 
 from drama.acting import ActingContext
-from drama.config import ConfigError, DramaConfig
+from drama.config import DramaConfig, one_line
 from drama.divergence import DivergenceGuard
 from drama.errors import Diverged, RunStopped
 from drama.imagination import imagine
@@ -90,7 +90,7 @@ class DramaLoop:
                     self.iteration(bar)
                 except RuntimeError as error:  # e.g. sampling from non-finite probabilities: name what diverged
                     self.check_divergence()
-                    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    first_line = one_line(error)
                     if not _NON_FINITE.search(first_line):
                         raise
                     raise Diverged(f"{self.phase} failed at env step {self.state.step + 1} ({first_line}); "
@@ -335,13 +335,9 @@ class DramaLoop:
 
     def load_checkpoint(self, path: Path | None = None) -> None:
         """Continue from the run folder's checkpoint (or ``path``): everything :meth:`save_checkpoint` saved."""
-        try:
-            restored = load_training_state(self.fabric, path or self.folder.checkpoint, self.parts,
-                                           fallback=None if path else self.folder.previous_checkpoint)
-        except RuntimeError as error:  # e.g. a config.yaml edited by hand to other model sizes
-            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ConfigError(f"the checkpoint of {self.folder.root} does not fit its {self.folder.config.name} "
-                              f"({detail})") from None
+        restored = load_training_state(self.fabric, path or self.folder.checkpoint, self.parts,
+                                       fallback=None if path else self.folder.previous_checkpoint,
+                                       config=self.folder.config)
         self.state = LoopState(**restored.loop)
         self.observation = restored.observation
         self._last_log_step = self.state.step

@@ -17,8 +17,9 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from drama.config import RUNTIME_DEVICES, ConfigError, DramaConfig, check_updates_happen, satisfies
-from drama.run import CheckpointError, RunFolder, newest_good_checkpoint
+from drama.checkpoint import CheckpointError
+from drama.config import RUNTIME_DEVICES, ConfigError, DramaConfig, check_updates_happen, one_line, satisfies
+from drama.run import RunFolder, newest_good_checkpoint
 
 HEALTH_TIMEOUT_S = 5.0
 """How long an MLflow server gets to answer ``GET <uri>/health`` (seconds)."""
@@ -179,7 +180,7 @@ def _check_server(uri: str, key: str) -> None:
         if isinstance(reason, OSError) and reason.errno == errno.ECONNREFUSED:
             reason = "connection refused"
         raise _invalid(key, uri, f"no MLflow server answers GET {url} within {HEALTH_TIMEOUT_S:g} s "
-                                 f"({str(reason).splitlines()[0] if str(reason) else type(reason).__name__})") from None
+                                 f"({one_line(reason)})") from None
 
 
 def recorded_tracking_uri(folder: RunFolder) -> str | None:

@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from drama.checkpoint import read_checkpoint
 from drama.cli import main
-from drama.run import RunFolder, read_checkpoint
+from drama.run import RunFolder
 
 TINY = ROOT / "conf/sweeps/tiny.yaml"
 NAMES = ["seed1_mamba2", "seed1_gru", "seed2_mamba2", "seed2_gru"]

@@ -28,7 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from drama.config import ConfigError, DramaConfig, find_config_file, load_config, load_yaml_mapping, validate
+from drama.config import ConfigError, DramaConfig, find_config_file, load_config, load_yaml_mapping, one_line, validate
 
 SWEEP_KEYS = ("name", "base", "overrides", "grid", "evaluate", "resources", "retries")
 RESOURCE_KEYS = ("cpus", "gpus")
@@ -205,7 +205,7 @@ def _check_trial(base_cfg: DictConfig, base: Path, overrides: list[str]) -> Dram
         validate(cfg)  # type: ignore[arg-type]
     except Exception as exc:
         load_config(base, overrides)  # raises the one-line ConfigError of this trial's config
-        raise ConfigError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise ConfigError(one_line(exc)) from None
     return cfg  # type: ignore[return-value]
 
 

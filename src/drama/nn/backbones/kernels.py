@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor
 
-from drama.config import BACKBONE_IMPLS
+from drama.config import BACKBONE_IMPLS, one_line
 
 
 @functools.cache
@@ -38,7 +38,7 @@ def _import_error() -> str | None:
         importlib.import_module("mamba_ssm.ops.triton.selective_state_update")
         importlib.import_module("mamba_ssm.ops.selective_scan_interface")
     except Exception as exc:  # noqa: BLE001 - a broken build can raise anything (ImportError, OSError, ...)
-        return f"mamba-ssm does not import ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        return f"mamba-ssm does not import ({type(exc).__name__}: {one_line(exc)})"
     return None
 
 
