@@ -94,7 +94,8 @@ def test_laptop_config_runs_30_env_steps_with_tiny_overrides(tmp_path, capsys):
     assert summary["env_steps"] == 30
     assert summary["world_model_updates"] == summary["actor_critic_updates"] == 4  # after steps 16, 20, 24, 28
     saved = (tmp_path / "laptop" / "config.yaml").read_text()
-    assert "world_model_every: 4" in saved and "actor_critic_every: 4" in saved and "hidden_dim: 256" in saved and "id: ALE/Boxing-v5" in saved
+    assert "world_model_every: 4" in saved and "actor_critic_every: 4" in saved
+    assert "hidden_dim: 256" in saved and "id: ALE/Boxing-v5" in saved
 
 
 def _checkpoint(run_dir: Path) -> dict:
