@@ -25,7 +25,7 @@ from drama.errors import Diverged, RunStopped
 from drama.imagination import imagine
 from drama.progress import ProgressBar
 from drama.run import RunFolder, TrainingParts, load_training_state, save_training_state
-from drama.tracking import MetricAccumulator, Tracker
+from drama.tracking import ENV_STEPS, EPISODE_LENGTH, EPISODE_RETURN, STEPS_PER_SECOND, MetricAccumulator, Tracker
 
 _NON_FINITE = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
 """An error message about non-finite values (e.g. torch.multinomial's "contains either `inf`, `nan` or ...")."""
@@ -171,7 +171,7 @@ class DramaLoop:
         s.episodes += 1
         s.last_return = s.episode_return
         s.returns.append(s.episode_return)
-        self.track({"episode/return": s.episode_return, "episode/length": s.episode_length,
+        self.track({EPISODE_RETURN: s.episode_return, EPISODE_LENGTH: s.episode_length,
                     "episode/index": s.episodes}, step=s.step)
         s.episode_return, s.episode_length = 0.0, 0
 
@@ -250,8 +250,8 @@ class DramaLoop:
             return rate
         s = self.state
         if steps:
-            metrics["time/steps_per_second"] = rate
-        metrics.update({"progress/env_steps": s.step, "progress/world_model_updates": s.world_model_updates,
+            metrics[STEPS_PER_SECOND] = rate
+        metrics.update({ENV_STEPS: s.step, "progress/world_model_updates": s.world_model_updates,
                         "progress/actor_critic_updates": s.actor_critic_updates,
                         "progress/episodes": s.episodes, "progress/skipped_updates": s.skipped_updates})
         metrics.update({f"replay/{k}": v for k, v in self.replay.stats().items()})

@@ -318,10 +318,10 @@ def write_csvs(table: dict, aggs: dict, out: Path) -> tuple[Path, Path]:
 
 
 def _episode_returns(run_dir: Path) -> tuple[list[int], list[float]] | None:
-    from drama.tracking import Tracker
+    from drama.tracking import EPISODE_RETURN, Tracker
 
     tracker = Tracker.open(RunFolder(run_dir))
-    return None if tracker is None else tracker.metric_history("episode/return")
+    return None if tracker is None else tracker.metric_history(EPISODE_RETURN)
 
 
 FEW_EPISODES = 10

@@ -31,6 +31,10 @@ _PARAMS_PER_BATCH = 100
 """MLflow accepts at most 100 params per ``log_batch``."""
 RESUMED_KEY = "run/resumed_from_step"
 """Metric logged at each resume (value and step: the checkpoint's env step); see :meth:`Tracker.metric_history`."""
+EPISODE_RETURN, EPISODE_LENGTH = "episode/return", "episode/length"
+"""Metric keys of each finished training episode: its return and length (agent steps), at the env step it ended."""
+ENV_STEPS, STEPS_PER_SECOND = "progress/env_steps", "time/steps_per_second"
+"""Metric keys of the run's progress at each log: env steps done and the training rate (env steps/s)."""
 
 
 def _relocate(folder: RunFolder) -> None:

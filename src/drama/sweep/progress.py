@@ -25,9 +25,10 @@ from rich.text import Text
 
 from drama.run import RunFolder
 from drama.sweep.trial import current_command
+from drama.tracking import ENV_STEPS, EPISODE_RETURN, STEPS_PER_SECOND
 
-STEPS_KEY, RATE_KEY, RETURN_KEY = "progress/env_steps", "time/steps_per_second", "episode/return"
-"""The trial metrics the table shows (logged by :mod:`drama.loop`)."""
+STEPS_KEY, RATE_KEY, RETURN_KEY = ENV_STEPS, STEPS_PER_SECOND, EPISODE_RETURN
+"""The trial metrics the table shows (logged by :mod:`drama.loop`, keys owned by :mod:`drama.tracking`)."""
 STATES = ("pending", "starting", "fit", "evaluate", "done", "failed")
 """A trial's states, in order: ``starting`` is submitted with no metrics yet; ``fit`` and ``evaluate`` name the
 command under way."""
