@@ -112,3 +112,33 @@ def test_sigterm_saves_marks_killed_and_resumes_bitwise(straight, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_run(straight, run)
     assert tracker.client.get_run(tracker.run_id).info.status == "FINISHED"
+
+
+def test_kill_9_inside_the_first_save_after_a_fallback_keeps_the_good_checkpoint(straight, tmp_path):
+    """A run to env step 30 (its periodic save at 30 becomes previous.ckpt when the final one is written), last.ckpt
+    damaged -> ``fit --resume`` falls back to previous.ckpt -> kill -9 inside its first save (env step 40, before
+    the new file replaces last.ckpt): previous.ckpt is still the good file, and the next resume finishes bitwise
+    equal to the uninterrupted run."""
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    run = tmp_path / "runs" / "fallback"
+    folder = RunFolder(run)
+    proc = drama(tmp, "fit", "--config", DEBUG, *COMMON, "train.total_steps=30", f"runtime.output_dir={run.parent}",
+                 "runtime.run_name=fallback")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    good = folder.previous_checkpoint.read_bytes()
+    damaged = bytearray(folder.checkpoint.read_bytes())  # one payload byte flipped
+    damaged[len(damaged) // 2] ^= 0xFF
+    folder.checkpoint.write_bytes(bytes(damaged))
+
+    proc = drama(tmp, "fit", "--resume", str(run), f"train.total_steps={TOTAL}", fault="save:40", wait=False)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
+    assert f"using {folder.previous_checkpoint} instead" in stderr
+    assert folder.previous_checkpoint.read_bytes() == good
+    assert folder.checkpoint.read_bytes() == bytes(damaged)  # the kill came before the new file replaced it
+
+    proc = drama(tmp, "fit", "--resume", str(run), f"train.total_steps={TOTAL}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_run(straight, run)
+    assert _checkpoint(run)["loop"]["step"] == TOTAL

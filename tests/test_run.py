@@ -4,6 +4,7 @@ loader."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import struct
 import tempfile
@@ -239,6 +240,41 @@ def test_the_previous_checkpoint_is_the_fallback_when_the_last_is_damaged(tmp_pa
     message = str(caught.value)
     assert message.startswith("no good checkpoint: ") and "\n" not in message
     assert str(folder.checkpoint) in message and str(folder.previous_checkpoint) in message
+
+
+def test_a_damaged_last_checkpoint_never_replaces_the_good_previous_one(tmp_path, monkeypatch):
+    """After a resume fell back to previous.ckpt, the next save replaces the damaged last.ckpt and keeps
+    previous.ckpt, also when the save dies just before its final rename (the moment kill -9 would leave two
+    damaged files if the damaged one had been rotated)."""
+    folder = RunFolder(tmp_path / "run")
+    good = _save(folder, seed=0)
+    _save(folder, seed=1)
+    good_bytes = folder.previous_checkpoint.read_bytes()
+    _damage(folder.checkpoint, "flipped tensor byte")
+
+    import drama.checkpoint as checkpoint
+
+    replace = os.replace
+
+    def dying_replace(src, dst, *args, **kwargs):
+        if Path(dst) == folder.checkpoint:
+            raise KeyboardInterrupt  # stands for a kill between the rotation and the final rename
+        return replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.os, "replace", dying_replace)
+    with pytest.raises(KeyboardInterrupt):
+        _save(folder, seed=2)
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    assert folder.previous_checkpoint.read_bytes() == good_bytes
+    assert newest_good_checkpoint(folder, warn=False) == folder.previous_checkpoint
+    assert not list(folder.checkpoint.parent.glob("*.tmp"))
+
+    _save(folder, seed=2)  # completes: the damaged last.ckpt is replaced, previous.ckpt is still the good one
+    assert folder.previous_checkpoint.read_bytes() == good_bytes
+    assert read_checkpoint(folder.checkpoint)["loop"]["step"] == 42
+    assert read_checkpoint(folder.previous_checkpoint)["loop"] == good["loop"]
+    _save(folder, seed=3)  # and from now on an intact last.ckpt rotates as before
+    assert read_checkpoint(folder.previous_checkpoint)["loop"]["step"] == 42
 
 
 def test_a_checkpoint_that_does_not_fit_the_models_is_one_config_error_naming_both_files(tmp_path):

@@ -2,10 +2,11 @@
 
 A checkpoint file is a 64-byte header (:data:`CHECKPOINT_HEADER`: magic ``DRAMACKP``, format version, payload length,
 payload SHA-256), then the payload, one ``torch.save`` of a dict. It is written into a temporary file next to its
-destination (hashed as it is written, fsynced), the old file becomes the ``previous`` one, the new file is renamed
-over the destination and the directory is fsynced; nothing is written anywhere else. Reading checks the header, the
-length and the SHA-256 before unpickling anything; a damaged file raises :class:`CheckpointError`. What the dict
-holds (the training-state schema) and where the files live (the run folder) are :mod:`drama.run`'s.
+destination (hashed as it is written, fsynced), the old file becomes the ``previous`` one if it verifies (a damaged
+one never replaces a good ``previous``), the new file is renamed over the destination and the directory is fsynced;
+nothing is written anywhere else. Reading checks the header, the length and the SHA-256 before unpickling anything;
+a damaged file raises :class:`CheckpointError`. What the dict holds (the training-state schema) and where the files
+live (the run folder) are :mod:`drama.run`'s.
 """
 
 from __future__ import annotations
@@ -100,10 +101,21 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _intact(path: Path) -> bool:
+    """Whether ``path`` is an intact checkpoint (:func:`verify_checkpoint`: header, length, SHA-256)."""
+    try:
+        verify_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
+
+
 def _replace_keeping_previous(new: Path, path: Path, previous: Path | None) -> None:
-    """Rename ``new`` over ``path``; the old ``path`` (if any) becomes ``previous``. With hard links ``path`` exists
-    at every moment; without them (some file systems) there is a moment with only ``previous``."""
-    if previous is not None and path.exists():
+    """Rename ``new`` over ``path``; the old ``path`` becomes ``previous`` **only if it verifies**: a damaged
+    ``path`` (e.g. the one a resume fell back from) is replaced without touching ``previous``, so the last good
+    checkpoint survives this save and a kill at any moment inside it. With hard links ``path`` exists at every
+    moment; without them (some file systems) there is a moment with only ``previous``."""
+    if previous is not None and path.exists() and _intact(path):
         link = previous.with_name(previous.name + ".tmp")
         try:
             link.unlink(missing_ok=True)
@@ -118,8 +130,9 @@ def _replace_keeping_previous(new: Path, path: Path, previous: Path | None) -> N
 
 def write_checkpoint(path: Path, state: dict[str, Any], previous: Path | None = None) -> Path:
     """``torch.save`` ``state`` into ``path`` in the checkpoint format, atomically: a temporary file next to it
-    (header, payload hashed while it is written, fsync), the old ``path`` renamed to ``previous`` (None: dropped),
-    then the rename and a directory fsync. Nothing is written outside ``path``'s directory."""
+    (header, payload hashed while it is written, fsync), the old ``path`` renamed to ``previous`` if it verifies
+    (None: dropped; a damaged one is dropped and ``previous`` kept), then the rename and a directory fsync. Nothing
+    is written outside ``path``'s directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
