@@ -92,6 +92,14 @@ def test_user_errors_are_one_line_and_exit_2(capsys, argv, needle):
     assert len(lines) == 1 and lines[0].startswith("drama: error: ") and needle in lines[0]
 
 
+def test_a_huge_bad_value_gives_a_short_line_with_its_start_and_what_is_allowed(capsys):
+    assert main(["info", "--config", ATARI, "world_model.backbone.name=" + "x" * 10_000_000]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and len(line) < 1000, len(line)
+    assert line.startswith("drama: error: world_model.backbone.name='xxx"), line[:100]
+    assert "characters cut" in line and line.endswith("allowed: mamba2, mamba, gru, transformer"), line[-200:]
+
+
 def test_console_script_exit_code():
     result = subprocess.run([sys.executable, "-m", "drama", "info", "--config", ATARI, "train.batch_size=0"],
                             capture_output=True, text=True, timeout=120)

@@ -36,6 +36,19 @@ from drama.config import SEED_MAX, ConfigError, load_config, to_yaml
 from drama.errors import EXIT_USAGE, Diverged, RunStopped
 from drama.version import __version__
 
+ERROR_HEAD_CHARS, ERROR_TAIL_CHARS = 400, 200
+"""An error line longer than their sum keeps its start (the key and the start of the value) and its end (what is
+allowed), with the number of characters cut in between: a 10 MB value never becomes a 10 MB line."""
+
+
+def cut(message: str) -> str:
+    """``message`` on one line of at most about ``ERROR_HEAD_CHARS + ERROR_TAIL_CHARS`` characters."""
+    message = " ".join(message.splitlines())
+    if len(message) <= ERROR_HEAD_CHARS + ERROR_TAIL_CHARS + 40:
+        return message
+    cut_chars = len(message) - ERROR_HEAD_CHARS - ERROR_TAIL_CHARS
+    return f"{message[:ERROR_HEAD_CHARS]} ... [{cut_chars:,} characters cut] ... {message[-ERROR_TAIL_CHARS:]}"
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + message otherwise)
@@ -241,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             return int(exc.code or 0)
         return COMMANDS[args.command](args)
     except ConfigError as exc:
-        print(f"drama: error: {exc}", file=sys.stderr)
+        print(f"drama: error: {cut(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except RunStopped as exc:
         print(f"drama: {exc}", file=sys.stderr)
