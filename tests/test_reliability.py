@@ -3,6 +3,7 @@ continues bitwise equal to an uninterrupted run (tiny deterministic config, real
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -98,13 +99,15 @@ def test_sigterm_saves_marks_killed_and_resumes_bitwise(straight, tmp_path):
         time.sleep(0.2)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=60)
     grace = time.monotonic() - sent
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert grace < 30, grace
     step = _checkpoint(run)["loop"]["step"]
     assert stderr.splitlines() == [f"drama: stopped by SIGTERM at env step {step}, checkpoint saved; continue "
                                    f"with: drama fit --resume {run}"]  # one line on stderr, nothing else
+    summary = json.loads(stdout.strip().splitlines()[-1])  # and the JSON summary on stdout, as at a normal end
+    assert summary["stopped"] == "SIGTERM" and summary["env_steps"] == step and summary["run_dir"] == str(run)
     tracker = Tracker.open(RunFolder(run))
     assert tracker.client.get_run(tracker.run_id).info.status == "KILLED"
 

@@ -168,22 +168,22 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from drama.run_lock import RunLock
 
     # every check first, writing nothing; then the run folder's lock (one drama fit writes there), then the run
-    if args.resume:
-        cfg, run_dir = prepare_resume(args.resume, args.overrides)  # a run folder: its lock file may go there
-        check_resume(cfg, RunFolder(run_dir))
-        with RunLock(run_dir):
-            result = fit(cfg, run_dir, resume=True)
-    else:
-        cfg, run_dir = prepare_new_run(args.config, args.overrides)
-        with RunLock(run_dir, create=True):  # creates the folder, then locks it before any file is written there
-            start_new_run(cfg, run_dir)
-            result = fit(cfg, run_dir)
-    last = result.returns[-10:]
-    print(json.dumps({
-        "run_dir": str(result.run_dir), "env_steps": result.steps, "episodes": result.episodes,
-        "world_model_updates": result.world_model_updates, "actor_critic_updates": result.actor_critic_updates,
-        "mean_return_last_10": sum(last) / len(last) if last else None, "seconds": round(result.seconds, 1),
-    }))
+    try:
+        if args.resume:
+            cfg, run_dir = prepare_resume(args.resume, args.overrides)  # a run folder: its lock file may go there
+            check_resume(cfg, RunFolder(run_dir))
+            with RunLock(run_dir):
+                result = fit(cfg, run_dir, resume=True)
+        else:
+            cfg, run_dir = prepare_new_run(args.config, args.overrides)
+            with RunLock(run_dir, create=True):  # creates the folder, then locks it before any file is written there
+                start_new_run(cfg, run_dir)
+                result = fit(cfg, run_dir)
+    except RunStopped as stop:  # the summary of what was saved on stdout, then main's one line on stderr
+        if stop.result is not None:
+            print(json.dumps(stop.result.summary()), flush=True)
+        raise
+    print(json.dumps(result.summary()))
     return 0
 
 

@@ -20,6 +20,8 @@ class RunStopped(Exception):
 
     def __init__(self, signum: int, step: int, run_dir: str) -> None:
         self.signum, self.step, self.run_dir = signum, step, run_dir
+        self.result: object = None
+        """what ``drama fit`` reached (its ``FitResult``), set on the way out, for the JSON summary."""
         name = signal.Signals(signum).name
         super().__init__(f"stopped by {name} at env step {step}, checkpoint saved; continue with: "
                          f"drama fit --resume {run_dir}")

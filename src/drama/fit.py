@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,16 @@ class FitResult:
     actor_critic_updates: int
     returns: list[float]
     seconds: float
+    stopped: str | None = None
+    """the signal that stopped the run early (``"SIGTERM"``, ``"SIGINT"``), None when it ran to its end."""
+
+    def summary(self) -> dict:
+        """The one-line JSON ``drama fit`` prints on stdout when it ends (also after a signal stop)."""
+        last = self.returns[-10:]
+        return {"run_dir": str(self.run_dir), "env_steps": self.steps, "episodes": self.episodes,
+                "world_model_updates": self.world_model_updates, "actor_critic_updates": self.actor_critic_updates,
+                "mean_return_last_10": sum(last) / len(last) if last else None, "seconds": round(self.seconds, 1),
+                **({"stopped": self.stopped} if self.stopped else {})}
 
 
 def default_run_name(cfg: DramaConfig) -> str:
@@ -148,8 +159,11 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
     print(json.dumps(counts), flush=True)
     try:
         state = loop.run()
-    except RunStopped:
+    except RunStopped as stop:
         tracker.finish("KILLED")
+        s = loop.state
+        stop.result = FitResult(run_dir, s.step, s.episodes, s.world_model_updates, s.actor_critic_updates,
+                                list(s.returns), time.perf_counter() - start, stopped=signal.Signals(stop.signum).name)
         raise
     except BaseException:
         tracker.finish("FAILED")

@@ -97,7 +97,8 @@ class DramaLoop:
                                    f"the run stopped and kept the last good checkpoint: {self.last_good()}") from None
         self.log_metrics(force=True)
         every = self.cfg.train.visuals_every
-        if every and self.state.step % every and self.state.step > self.cfg.train.prefill_steps:
+        if (every and self.state.step % every and self.state.step > self.cfg.train.prefill_steps
+                and stop.signum is None):  # a signal stop saves at once: a scheduler's grace period is short
             self.log_visuals()  # the final state, unless the last periodic one just showed it
         self.save_checkpoint()
         if stop.signum is not None:  # stopped between two iterations: `drama fit --resume` continues exactly
