@@ -162,6 +162,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    if not args.resume:
+        load_config(args.config, args.overrides)  # a typo is answered before the heavy imports below (torch, ...)
     from drama.fit import fit, prepare_new_run, prepare_resume, start_new_run
     from drama.preflight import check_resume
     from drama.run import RunFolder
