@@ -41,9 +41,9 @@ def main() -> int:
 
     import lightning as L
 
-    from drama.build import build_models
+    from drama.build import build_models, ready_to_act
     from drama.config import load_config
-    from drama.device import cpu_features, device_name, make_fabric, resolve_device, resolve_precision
+    from drama.device import cpu_features, device_name, resolve_device, resolve_precision
     from drama.envs import probe_env
     from drama.evaluate import play_episodes
 
@@ -52,9 +52,7 @@ def main() -> int:
     device = resolve_device(cfg.runtime.device)
     precision = resolve_precision(cfg.runtime.precision, device)
     L.seed_everything(cfg.runtime.seed, verbose=False)
-    world_model, actor_critic = build_models(cfg, probe_env(cfg.env))
-    fabric = make_fabric(device, precision)
-    world_model, actor_critic = (fabric.setup_module(m).module.eval() for m in (world_model, actor_critic))
+    world_model, actor_critic = ready_to_act(cfg, *build_models(cfg, probe_env(cfg.env)))
     samples: dict[int, list[tuple[float, int]]] = {k: [] for k in args.envs}
     for round_index in range(args.rounds):
         order = args.envs if round_index % 2 == 0 else list(reversed(args.envs))

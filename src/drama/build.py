@@ -118,14 +118,14 @@ def load_agent(run_dir: Path, checkpoint: Path | None = None, device: str | None
             module.load_state_dict(state[key])
     except RuntimeError as error:  # e.g. a config.yaml edited by hand to other model sizes
         raise mismatch_error(path, folder.config, error) from None
-    target = resolve_device(cfg.runtime.device)
-    world_model, actor_critic = _with_precision(world_model, actor_critic, target,
-                                                resolve_precision(cfg.runtime.precision, target))
-    return Agent(cfg, world_model.eval(), actor_critic.eval(), int(state["loop"]["step"]), path)
+    world_model, actor_critic = ready_to_act(cfg, world_model, actor_critic)
+    return Agent(cfg, world_model, actor_critic, int(state["loop"]["step"]), path)
 
 
-def _with_precision(world_model: Any, actor_critic: Any, device: torch.device, precision: str) -> tuple[Any, Any]:
-    """Both models on ``device`` under ``precision`` (the rule training used: acting, imagination and evaluation
-    run under the training precision), through a Fabric without loggers as in ``drama fit``."""
-    fabric = make_fabric(device, precision)
-    return tuple(fabric.setup_module(module).module for module in (world_model, actor_critic))
+def ready_to_act(cfg: DramaConfig, world_model: WorldModel, actor_critic: ActorCritic) -> tuple[Any, Any]:
+    """Both models in eval mode on ``runtime.device`` under the precision ``runtime.precision`` resolves to there
+    (the rule training used: acting, imagination and evaluation run under the training precision), through a
+    Fabric without loggers as in ``drama fit``. What :func:`load_agent` and the evaluation benchmarks act with."""
+    device = resolve_device(cfg.runtime.device)
+    fabric = make_fabric(device, resolve_precision(cfg.runtime.precision, device))
+    return tuple(fabric.setup_module(module).module.eval() for module in (world_model, actor_critic))
