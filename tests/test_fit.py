@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,37 @@ def test_malformed_invocations_print_one_line_exit_2_and_create_nothing(tmp_path
     assert len(lines) == 1 and lines[0].startswith("drama: error: ") and needle in lines[0], captured.err
     assert captured.out == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_one_line_exit_4_and_loses_nothing(tmp_path, capsys, monkeypatch):
+    """ENOSPC injected into the checkpoint write at env step 20: one ``drama: error:`` line naming the file, what
+    was being written and that the step-10 checkpoint is intact; exit 4; no temporary file; --resume finishes."""
+    import errno
+
+    from drama import checkpoint
+    from drama.errors import EXIT_WRITE_REFUSED
+    from drama.run import RunFolder
+
+    write = checkpoint._HashingWriter.write
+
+    def full_disk_at_the_second_save(self, data):
+        if Path(self.file.name).with_suffix("").exists():  # last.ckpt.tmp while last.ckpt exists: not the first save
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.file.name)
+        return write(self, data)
+
+    monkeypatch.setattr(checkpoint._HashingWriter, "write", full_disk_at_the_second_save)
+    run = tmp_path / "full"
+    args = ["fit", "--config", DEBUG, *SMALL, "train.checkpoint_every=10", "train.total_steps=30",
+            f"runtime.output_dir={tmp_path}", "runtime.run_name=full"]
+    assert main(args) == EXIT_WRITE_REFUSED
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    folder = RunFolder(run)
+    assert err[0].startswith(f"drama: error: no space left on device writing {folder.checkpoint}.tmp (the "
+                             "checkpoint of env step 20, about "), err[0]
+    assert f"the last good checkpoint {folder.checkpoint} is intact)" in err[0], err[0]
+    assert read_checkpoint(folder.checkpoint)["loop"]["step"] == 10 and not list(run.rglob("*.tmp"))
+
+    monkeypatch.setattr(checkpoint._HashingWriter, "write", write)
+    assert main(["fit", "--resume", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["env_steps"] == 30

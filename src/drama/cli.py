@@ -33,7 +33,7 @@ import json
 import sys
 
 from drama.config import SEED_MAX, ConfigError, load_config, to_yaml
-from drama.errors import EXIT_USAGE, Diverged, RunStopped
+from drama.errors import EXIT_USAGE, EXIT_WRITE_REFUSED, WRITE_ERRNOS, Diverged, RunStopped, write_refused
 from drama.version import __version__
 
 ERROR_HEAD_CHARS, ERROR_TAIL_CHARS = 400, 200
@@ -264,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     except Diverged as exc:
         print(f"drama: diverged: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        print(f"drama: error: {cut(write_refused(exc))}", file=sys.stderr)
+        return EXIT_WRITE_REFUSED
 
 
 if __name__ == "__main__":

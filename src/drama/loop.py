@@ -329,8 +329,14 @@ class DramaLoop:
         """Save the training state, unless the run diverged (the last good checkpoint is never overwritten)."""
         self.check_divergence()
         start = time.perf_counter()
-        path = save_training_state(self.fabric, self.folder.checkpoint, self.parts, asdict(self.state),
-                                   self.observation)
+        last = self.folder.checkpoint
+        try:
+            path = save_training_state(self.fabric, last, self.parts, asdict(self.state), self.observation)
+        except OSError as exc:  # e.g. a full disk: say what was being written and that nothing was lost
+            size = f"about {last.stat().st_size / 2**20:,.0f} MiB like the last one, " if last.exists() else ""
+            kept = f"the last good checkpoint {last} is intact" if last.exists() else "no checkpoint was saved before"
+            exc.add_note(f"the checkpoint of env step {self.state.step}, {size}in {last.parent}; {kept}")
+            raise
         self.metrics.add({"time/checkpoint": time.perf_counter() - start})
         return path
 
