@@ -8,6 +8,7 @@ change a file; each raises :class:`ConfigError` with a one-line message ``{key}=
 
 from __future__ import annotations
 
+import base64
 import errno
 import importlib.util
 import os
@@ -165,14 +166,33 @@ def _plugin_schemes() -> set[str]:
     return {entry.name for entry in entry_points(group="mlflow.tracking_store")}
 
 
+def _auth_headers() -> dict[str, str]:
+    """The credentials MLflow's client sends (its environment variables): a bearer token or basic auth."""
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    return {}
+
+
 def _check_server(uri: str, key: str) -> None:
-    url = uri.rstrip("/") + "/health"
+    """The server answers ``/health`` and, with the credentials the client will send, a real API call (one
+    experiment searched): any non-2xx answer is one line naming the URI and the status."""
+    for url in (uri.rstrip("/") + "/health", uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"):
+        _get(url, uri, key)
+
+
+def _get(url: str, uri: str, key: str) -> None:
     try:
-        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_S):
+        with urllib.request.urlopen(urllib.request.Request(url, headers=_auth_headers()), timeout=HEALTH_TIMEOUT_S):
             return
-    except urllib.error.HTTPError as exc:  # an MLflow server answers 200; one behind a login may answer 401 / 403
+    except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
-            return
+            raise _invalid(key, uri, f"GET {url} answered HTTP {exc.code} ({exc.reason}): the server refuses these "
+                                     "credentials (MLflow's client sends MLFLOW_TRACKING_TOKEN, or "
+                                     "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)") from None
         raise _invalid(key, uri, f"GET {url} answered HTTP {exc.code} ({exc.reason}): not an MLflow server, or one "
                                  "that cannot be reached through this network") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:  # refused, unknown host, timed out, malformed
