@@ -59,3 +59,30 @@ def test_a_server_that_refuses_the_api_call_is_one_line_before_anything_is_writt
         assert "MLFLOW_TRACKING_USERNAME" in err[0], err[0]
     assert not out.exists()
     assert ("/api/2.0/mlflow/experiments/search?max_results=1", "Basic YWxpY2U6d3Jvbmc=") in _Stub.seen
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (b"this is not a database" * 100, "is not a readable SQLite database (file is not a database)"),
+    ("sqlite-foreign", "is an SQLite database but not an MLflow store (no experiments, metrics, runs table)"),
+])
+def test_a_damaged_or_foreign_store_in_a_run_folder_is_one_line_before_resume_writes(finished_debug_run, tmp_path,
+                                                                                    capsys, monkeypatch, content,
+                                                                                    needle):
+    import shutil
+    import sqlite3
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run = tmp_path / "run"
+    shutil.copytree(finished_debug_run, run)
+    store = run / "mlflow.db"
+    store.unlink()
+    if content == "sqlite-foreign":
+        with sqlite3.connect(store) as db:
+            db.execute("CREATE TABLE invoices (id INTEGER)")
+    else:
+        store.write_bytes(content)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["fit", "--resume", str(run), "train.total_steps=80"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("drama: error: ") and f"{store} {needle}" in err[0], err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # config.yaml included

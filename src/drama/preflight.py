@@ -9,10 +9,12 @@ change a file; each raises :class:`ConfigError` with a one-line message ``{key}=
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import importlib.util
 import os
 import shutil
+import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -158,6 +160,27 @@ def check_tracking_uri(uri: str, key: str = "MLFLOW_TRACKING_URI") -> None:
         path = path[1:] if path.startswith("/") else path  # sqlite:///relative, sqlite:////absolute
         if path and path != ":memory:":
             check_writable_file(Path(path), key, uri)
+            check_sqlite_store(Path(path), key, uri)
+
+
+MLFLOW_TABLES = frozenset({"experiments", "runs", "metrics"})
+"""Tables every MLflow sqlite store has: a database with tables but none of these is someone else's."""
+
+
+def check_sqlite_store(path: Path, key: str, value: object) -> None:
+    """An existing sqlite store file is an SQLite database that is empty or MLflow's (read-only look, nothing
+    written): a damaged or foreign file is one line here rather than a traceback from MLflow's migrations."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise _invalid(key, value, f"{path} is not a readable SQLite database ({one_line(exc)}): move it away, or "
+                                   "point the run at another store") from None
+    if tables and not MLFLOW_TABLES <= tables:
+        raise _invalid(key, value, f"{path} is an SQLite database but not an MLflow store (no "
+                                   f"{', '.join(sorted(MLFLOW_TABLES - tables))} table)") from None
 
 
 def _plugin_schemes() -> set[str]:
