@@ -254,8 +254,11 @@ def test_replay_device_is_validated_with_the_config():
 
     with pytest.raises(ConfigError, match="replay.device"):
         load_config(None, ["replay.device=tpu"])
-    with pytest.raises(ConfigError, match="cuda needs a CUDA runtime.device"):
-        load_config(None, ["replay.device=cuda", "runtime.device=cpu"])
+    cpu_run = load_config(None, ["replay.device=cuda", "runtime.device=cpu"])  # valid as a file: a rule of the machine
+    from drama.preflight import check_runtime
+
+    with pytest.raises(ConfigError, match="replay.device='cuda' is invalid: needs a CUDA training device"):
+        check_runtime(cpu_run)
 
 
 @pytest.mark.gpu
