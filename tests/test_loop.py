@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 
@@ -17,6 +18,7 @@ from drama.envs.runner import StepResult
 from drama.envs.spec import EnvSpec
 from drama.errors import Diverged, RunStopped
 from drama.loop import DramaLoop
+from drama.tracking import ENV_STEPS
 
 EPISODE = 30  # every episode terminates after 30 steps; a life is lost at step 10 of each
 
@@ -131,6 +133,40 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     saved = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert saved["loop"]["step"] < loop.state.step
     assert all(torch.isfinite(v).all() for v in saved["world_model"].values() if v.is_floating_point())
+
+
+class RecordingTracker:
+    def __init__(self) -> None:
+        self.logged: list[tuple[int, dict]] = []
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        self.logged.append((step, dict(metrics)))
+
+
+def test_the_guard_stops_a_non_finite_loss_on_its_own_and_the_metrics_up_to_it_are_written(tmp_path):
+    """A world-model loss turns NaN while weights and sampling stay finite (nothing else fails): the guard names it
+    at the next checkpoint (env step 30, between two logs), and the metrics of the steps since the last log are
+    written, the NaN loss among them, before the run stops."""
+    loop, _, _ = make_loop(tmp_path, "train.total_steps=80", "train.prefill_steps=20", "train.log_every=25",
+                           "train.checkpoint_every=30")
+    loop.tracker = tracker = RecordingTracker()
+    update = loop.world_model.training_step
+
+    def nan_loss_from_step_27(batch):
+        metrics = update(batch)
+        if loop.state.step >= 27:
+            metrics["loss/total"] = metrics["loss/total"] * float("nan")
+        return metrics
+
+    loop.world_model.training_step = nan_loss_from_step_27
+    with pytest.raises(Diverged) as diverged:
+        loop.run()
+    assert str(diverged.value) == ("world_model/loss/total is not finite at env step 27 (checked at step 30); the run "
+                                   "stopped and kept the last good checkpoint: none (no checkpoint was saved yet)")
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # nothing saved from a diverged state
+    logs = [(step, metrics) for step, metrics in tracker.logged if ENV_STEPS in metrics]  # not the episode ends
+    assert [step for step, _ in logs] == [25, 30]
+    assert math.isfinite(logs[0][1]["world_model/loss/total"]) and math.isnan(logs[1][1]["world_model/loss/total"])
 
 
 def test_other_runtime_errors_are_not_reported_as_divergence(tmp_path):

@@ -88,7 +88,11 @@ class DramaLoop:
             while self.state.step < train.total_steps and not self.reached_target() and stop.signum is None:
                 try:
                     self.iteration(bar)
+                except Diverged:
+                    self.write_metrics(force=False)  # what led up to it, into the run's record
+                    raise
                 except RuntimeError as error:  # e.g. sampling from non-finite probabilities: name what diverged
+                    self.write_metrics(force=False)
                     self.check_divergence()
                     first_line = one_line(error)
                     if not _NON_FINITE.search(first_line):
@@ -242,7 +246,16 @@ class DramaLoop:
             bar.update(self.state.step, rate, self.state.last_return)
 
     def log_metrics(self, force: bool = False) -> float:
-        """Write the accumulated means as one batch; returns env steps/s since the last log."""
+        """Write the accumulated means as one batch, then check for divergence; returns env steps/s since the last
+        log."""
+        rate = self.write_metrics(force)
+        self.check_divergence()
+        return rate
+
+    def write_metrics(self, force: bool = True) -> float:
+        """Write the means accumulated since the last write (non-finite values too: the chart shows a blow-up) with
+        the progress counters and DFS statistics, unless nothing accumulated and not ``force``; returns env steps/s
+        since the last write."""
         now = time.perf_counter()
         steps = self.state.step - self._last_log_step
         rate = steps / max(now - self._last_log_time, 1e-9)
@@ -256,8 +269,7 @@ class DramaLoop:
                         "progress/actor_critic_updates": s.actor_critic_updates,
                         "progress/episodes": s.episodes, "progress/skipped_updates": s.skipped_updates})
         metrics.update({f"replay/{k}": v for k, v in self.replay.stats().items()})
-        self.track(metrics, step=self.state.step)  # non-finite values too: the chart shows a blow-up
-        self.check_divergence()
+        self.track(metrics, step=self.state.step)
         self._last_log_time, self._last_log_step = now, self.state.step
         return rate
 
