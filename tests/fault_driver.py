@@ -1,11 +1,14 @@
-"""Runs ``drama`` in this process and kills it with SIGKILL at a chosen point (the fault-injection tests).
+"""Runs ``drama`` in this process and kills it with SIGKILL (or sends it SIGTERM) at a chosen point (the
+fault-injection tests).
 
 Usage: ``python tests/fault_driver.py POINT -- drama arguments...`` with POINT one of
 
 * ``step:N``: at the start of env step N+1 (after N steps, between two checkpoints);
 * ``save:N``: inside the checkpoint save at env step N, after the new file is written and before it replaces
   ``last.ckpt``;
-* ``log:N``: right after the metrics of env step N reached MLflow.
+* ``log:N``: right after the metrics of env step N reached MLflow;
+* ``term:build`` / ``term:tracker``: SIGTERM (not a kill) during the setup of ``drama fit``: while the env, replay
+  and models are built, or right after the run's MLflow record was opened.
 
 Not part of the package: only tests start it.
 """
@@ -24,10 +27,29 @@ def die() -> None:
 def main(argv: list[str]) -> int:
     point, args = argv[0], argv[argv.index("--") + 1:]
     kind, at = point.split(":")
-    at = int(at)
-    from drama import loop
+    from drama import build, loop, tracking
     from drama.cli import main as drama_main
 
+    if kind == "term":
+        if at == "build":
+            build_system = build.build_training_system
+
+            def terminated_build(*a, **k):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return build_system(*a, **k)
+
+            build.build_training_system = terminated_build
+        else:
+            start = tracking.Tracker.start.__func__
+
+            def terminated_start(cls, *a, **k):
+                tracker = start(cls, *a, **k)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return tracker
+
+            tracking.Tracker.start = classmethod(terminated_start)
+        return drama_main(args)
+    at = int(at)
     if kind == "step":
         env_step = loop.DramaLoop.env_step
 

@@ -42,14 +42,14 @@ def straight(tmp_path_factory) -> Path:
 
 def drama(tmp: Path, *args: str, fault: str | None = None, wait: bool = True) -> subprocess.Popen:
     """``drama ARGS`` in a fresh process (through tests/fault_driver.py when ``fault`` is given), with its own
-    empty TMPDIR."""
+    empty TMPDIR; with ``wait``, ``stdout`` and ``stderr`` hold what it printed."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["TMPDIR"] = str(tmp)
     command = ([sys.executable, str(ROOT / "tests/fault_driver.py"), fault, "--"] if fault
                else [sys.executable, "-m", "drama"]) + list(args)
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if wait:
-        proc.communicate(timeout=600)
+        proc.stdout, proc.stderr = proc.communicate(timeout=600)  # the texts, for the assertions
     return proc
 
 
@@ -145,3 +145,36 @@ def test_kill_9_inside_the_first_save_after_a_fallback_keeps_the_good_checkpoint
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_run(straight, run)
     assert _checkpoint(run)["loop"]["step"] == TOTAL
+
+
+def test_sigterm_during_setup_is_one_line_and_the_run_starts_or_resumes_afterwards(straight, tmp_path):
+    """SIGTERM while a new run builds its env and models: exit 143, one line, no checkpoint and no MLflow record;
+    the same command then trains the run as if nothing happened. SIGTERM right after a resume opened its record:
+    the record ends KILLED, the checkpoint is byte for byte unchanged, and the next resume finishes the run."""
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    run = tmp_path / "runs" / "setup"
+    folder = RunFolder(run)
+    new = ["fit", "--config", DEBUG, *COMMON, "train.total_steps=30", f"runtime.output_dir={run.parent}",
+           "runtime.run_name=setup"]
+    proc = drama(tmp, *new, fault="term:build")
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert proc.stderr.splitlines() == [f"drama: stopped by SIGTERM during setup, before the first env step; nothing "
+                                        f"was trained and {run} holds no checkpoint: run the same drama fit again "
+                                        "(it may reuse the folder)"]
+    assert not folder.holds_run() and folder.read_info() is None  # no checkpoint, no MLflow record
+    assert drama(tmp, *new).returncode == 0
+
+    saved = folder.checkpoint.read_bytes()
+    resume = ["fit", "--resume", str(run), f"train.total_steps={TOTAL}"]
+    proc = drama(tmp, *resume, fault="term:tracker")
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert proc.stderr.splitlines() == [f"drama: stopped by SIGTERM during setup, before training resumed; the "
+                                        f"checkpoints are unchanged; continue with: drama fit --resume {run}"]
+    assert folder.checkpoint.read_bytes() == saved
+    tracker = Tracker.open(folder)
+    assert tracker.client.get_run(tracker.run_id).info.status == "KILLED"
+    proc = drama(tmp, *resume)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_run(straight, run)
+    assert tracker.client.get_run(tracker.run_id).info.status == "FINISHED"

@@ -33,7 +33,15 @@ import json
 import sys
 
 from drama.config import SEED_MAX, ConfigError, load_config, to_yaml
-from drama.errors import EXIT_USAGE, EXIT_WRITE_REFUSED, WRITE_ERRNOS, Diverged, RunStopped, write_refused
+from drama.errors import (
+    EXIT_USAGE,
+    EXIT_WRITE_REFUSED,
+    WRITE_ERRNOS,
+    Diverged,
+    RunStopped,
+    StopOnSignal,
+    write_refused,
+)
 from drama.version import __version__
 
 ERROR_HEAD_CHARS, ERROR_TAIL_CHARS = 400, 200
@@ -169,18 +177,20 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from drama.run import RunFolder
     from drama.run_lock import RunLock
 
-    # every check first, writing nothing; then the run folder's lock (one drama fit writes there), then the run
+    # every check first, writing nothing; then the run folder's lock (one drama fit writes there), then the run;
+    # from the moment the folder is locked a signal stops the setup or the loop at a safe point (drama.errors)
     try:
         if args.resume:
             cfg, run_dir = prepare_resume(args.resume, args.overrides)  # a run folder: its lock file may go there
             check_resume(cfg, RunFolder(run_dir))
-            with RunLock(run_dir):
-                result = fit(cfg, run_dir, resume=True)
+            with StopOnSignal() as stop, RunLock(run_dir):
+                result = fit(cfg, run_dir, resume=True, stop=stop)
         else:
             cfg, run_dir = prepare_new_run(args.config, args.overrides)
-            with RunLock(run_dir, create=True):  # creates the folder, then locks it before any file is written there
+            # RunLock creates the folder, then locks it before any file is written there
+            with StopOnSignal() as stop, RunLock(run_dir, create=True):
                 start_new_run(cfg, run_dir)
-                result = fit(cfg, run_dir)
+                result = fit(cfg, run_dir, stop=stop)
     except RunStopped as stop:  # the summary of what was saved on stdout, then main's one line on stderr
         if stop.result is not None:
             print(json.dumps(stop.result.summary()), flush=True)

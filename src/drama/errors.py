@@ -3,7 +3,8 @@
 Exit codes of ``drama``: 0 done; 2 a usage or configuration error (``drama.config.ConfigError``, nothing written);
 3 the run diverged (:class:`Diverged`); 4 the machine refused a write (:data:`WRITE_ERRNOS`: disk full, quota,
 permission, read-only file system; the last good checkpoint is intact); 130 stopped by SIGINT (Ctrl-C) and 143
-stopped by SIGTERM (:class:`RunStopped`, a checkpoint at the current step was saved first).
+stopped by SIGTERM (:class:`RunStopped`: a checkpoint at the current step was saved first; or, during the setup
+before the first env step, :class:`SetupStopped`: nothing was written beyond the config and the run's record).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import threading
 
 EXIT_USAGE = 2
 """Exit code of a usage or configuration error."""
@@ -45,6 +47,62 @@ class RunStopped(Exception):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+class SetupStopped(RunStopped):
+    """SIGINT / SIGTERM arrived while ``drama fit`` was setting up (building the env and models, loading the
+    checkpoint, opening the run's record), before the first env step: nothing was trained, no checkpoint changed."""
+
+    def __init__(self, signum: int, run_dir: str, resume: bool) -> None:
+        Exception.__init__(self)
+        self.signum, self.step, self.run_dir, self.result = signum, None, run_dir, None
+        name = signal.Signals(signum).name
+        self.message = (f"stopped by {name} during setup, before training resumed; the checkpoints are unchanged; "
+                        f"continue with: drama fit --resume {run_dir}" if resume else
+                        f"stopped by {name} during setup, before the first env step; nothing was trained and "
+                        f"{run_dir} holds no checkpoint: run the same drama fit again (it may reuse the folder)")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StopOnSignal:
+    """Turns SIGINT (Ctrl-C) and SIGTERM (what a scheduler sends before preemption) into a request, recorded in
+    :attr:`signum`, that ``drama fit`` honours at a safe point: between two env steps of the loop (which then saves
+    a checkpoint: :class:`RunStopped`) or between two setup phases (:meth:`during_setup`). A second signal stops
+    the process at once (the signal's default action). Inactive outside the main thread."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+        self._depth = 0
+
+    def _handler(self, signum, frame) -> None:
+        if self.signum is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        self.signum = signum
+
+    def during_setup(self, run_dir: str, resume: bool) -> None:
+        """Raise :class:`SetupStopped` if a signal arrived (call it between the phases of the setup)."""
+        if self.signum is not None:
+            raise SetupStopped(self.signum, run_dir, resume)
+
+    def __enter__(self) -> StopOnSignal:
+        """Arm (re-entrant: the setup of ``drama fit`` arms it, the loop enters it again)."""
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
+            self._previous = {}
 
 
 class Diverged(Exception):

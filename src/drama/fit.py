@@ -19,7 +19,7 @@ import torch
 from drama.build import check_buildable
 from drama.config import ConfigError, DramaConfig, load_config, to_flat_dict, to_yaml
 from drama.envs import probe_env
-from drama.errors import RunStopped
+from drama.errors import RunStopped, StopOnSignal
 from drama.preflight import check_model_shapes, check_new_run
 from drama.run import RunFolder
 from drama.run_lock import RunLock
@@ -105,8 +105,11 @@ def prepare_resume(run_dir: str, overrides: list[str]) -> tuple[DramaConfig, Pat
     return cfg, folder.root
 
 
-def fit(cfg: DramaConfig, run_dir: Path, resume: bool = False) -> FitResult:
-    """Train (or continue) the run in ``run_dir``; prints the resolved config and parameter counts first."""
+def fit(cfg: DramaConfig, run_dir: Path, resume: bool = False, stop: StopOnSignal | None = None) -> FitResult:
+    """Train (or continue) the run in ``run_dir``; prints the resolved config and parameter counts first. A signal
+    recorded by ``stop`` (armed by the caller since the run folder exists; by default armed here) ends the setup
+    between two of its phases (:class:`~drama.errors.SetupStopped`: the run's record, if opened, ends KILLED) or
+    the loop between two env steps."""
     from drama.device import resolve_device, resolve_precision
 
     start = time.perf_counter()
@@ -116,13 +119,14 @@ def fit(cfg: DramaConfig, run_dir: Path, resume: bool = False) -> FitResult:
     if cfg.runtime.deterministic:
         torch.use_deterministic_algorithms(True)
     try:
-        return _fit(cfg, run_dir, resume, device, precision, start)
+        with stop or StopOnSignal() as stop:
+            return _fit(cfg, run_dir, resume, device, precision, start, stop)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
 
 
 def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, precision: str,
-         start: float) -> FitResult:
+         start: float, stop: StopOnSignal) -> FitResult:
     import lightning as L
     import torchrl  # noqa: F401  (imported first: its import sets its logger's level, which we lower)
 
@@ -135,35 +139,48 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
     L.seed_everything(cfg.runtime.seed, verbose=False)
 
     folder = RunFolder(run_dir)
+    stop.during_setup(str(run_dir), resume)
     system = build_training_system(cfg, device, precision)
     fabric, env, replay = system.fabric, system.env, system.replay
     world_model, actor_critic = system.world_model, system.actor_critic
-
-    counts = parameter_counts(world_model, actor_critic)
-    loop = DramaLoop(cfg, fabric, world_model, actor_critic, replay, env, run_dir)
-    if resume:
-        loop.load_checkpoint()
-        if cfg.train.total_steps < loop.state.step:
-            raise ConfigError(f"train.total_steps={cfg.train.total_steps} is invalid: the run is already at env "
-                              f"step {loop.state.step}")
-        folder.write_config(cfg)  # only now: the overrides were checked against the saved run
-    loop.tracker = tracker = Tracker.start(folder, cfg.runtime.experiment, resume=resume, step=loop.state.step)
-    if not resume:
-        made_by = provenance()
-        tracker.log_params({**to_flat_dict(cfg), **{f"parameters/{k}": v for k, v in counts.items()},
-                            "drama/version": made_by["drama_version"], "drama/git_commit": made_by["git_commit"] or
-                            "none"})
+    try:
+        stop.during_setup(str(run_dir), resume)
+        counts = parameter_counts(world_model, actor_critic)
+        loop = DramaLoop(cfg, fabric, world_model, actor_critic, replay, env, run_dir)
+        if resume:
+            loop.load_checkpoint()
+            if cfg.train.total_steps < loop.state.step:
+                raise ConfigError(f"train.total_steps={cfg.train.total_steps} is invalid: the run is already at env "
+                                  f"step {loop.state.step}")
+            stop.during_setup(str(run_dir), resume)
+            folder.write_config(cfg)  # only now: the overrides were checked against the saved run
+        loop.tracker = tracker = Tracker.start(folder, cfg.runtime.experiment, resume=resume, step=loop.state.step)
+    except BaseException:
+        env.close()
+        raise
+    try:
+        if not resume:
+            made_by = provenance()
+            tracker.log_params({**to_flat_dict(cfg), **{f"parameters/{k}": v for k, v in counts.items()},
+                                "drama/version": made_by["drama_version"], "drama/git_commit": made_by["git_commit"]
+                                or "none"})
+        stop.during_setup(str(run_dir), resume)
+    except BaseException as error:
+        tracker.finish("KILLED" if isinstance(error, RunStopped) else "FAILED")
+        env.close()
+        raise
     print(to_yaml(cfg), end="")
     print(f"# run {run_dir} | device {device} | precision {precision} | compile {cfg.runtime.compile} | "
           f"{'resuming at step ' + str(loop.state.step) if resume else 'new run'}")
     print(json.dumps(counts), flush=True)
     try:
-        state = loop.run()
-    except RunStopped as stop:
+        state = loop.run(stop)
+    except RunStopped as stopped:
         tracker.finish("KILLED")
         s = loop.state
-        stop.result = FitResult(run_dir, s.step, s.episodes, s.world_model_updates, s.actor_critic_updates,
-                                list(s.returns), time.perf_counter() - start, stopped=signal.Signals(stop.signum).name)
+        stopped.result = FitResult(run_dir, s.step, s.episodes, s.world_model_updates, s.actor_critic_updates,
+                                   list(s.returns), time.perf_counter() - start,
+                                   stopped=signal.Signals(stopped.signum).name)
         raise
     except BaseException:
         tracker.finish("FAILED")

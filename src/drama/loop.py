@@ -7,10 +7,7 @@ batched logging -> periodic checkpoint. Nothing here knows which dynamics backbo
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +18,7 @@ from tensordict import TensorDict
 from drama.acting import ActingContext
 from drama.config import DramaConfig, one_line
 from drama.divergence import DivergenceGuard
-from drama.errors import Diverged, RunStopped
+from drama.errors import Diverged, RunStopped, StopOnSignal
 from drama.imagination import imagine
 from drama.progress import ProgressBar
 from drama.run import RunFolder, TrainingParts, load_training_state, save_training_state
@@ -78,13 +75,16 @@ class DramaLoop:
         self._last_log_step = 0
 
     # ------------------------------------------------------------------ schedule
-    def run(self) -> LoopState:
+    def run(self, stop: StopOnSignal | None = None) -> LoopState:
+        """Train to ``train.total_steps`` (or the target return); a signal recorded by ``stop`` (``drama fit``'s,
+        armed since the run folder exists; by default one armed here) ends the run after the iteration in flight
+        with a checkpoint (:class:`~drama.errors.RunStopped`)."""
         train = self.cfg.train
         if self.observation is None:
             self.observation = self.env.reset()
             self.acting.reset()
         with ProgressBar(train.total_steps, self.state.step, enabled=self.cfg.runtime.progress) as bar, \
-                _StopOnSignal() as stop:
+                (stop or StopOnSignal()) as stop:
             while self.state.step < train.total_steps and not self.reached_target() and stop.signum is None:
                 try:
                     self.iteration(bar)
@@ -360,30 +360,3 @@ class DramaLoop:
         self.state = LoopState(**restored.loop)
         self.observation = restored.observation
         self._last_log_step = self.state.step
-
-
-class _StopOnSignal:
-    """Turns SIGINT (Ctrl-C) and SIGTERM (what a scheduler sends before preemption) into a request that the loop
-    honours between two iterations, so the checkpoint it then writes is consistent. A second signal stops the
-    process at once (the signal's default action). Inactive outside the main thread."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def _handler(self, signum, frame) -> None:
-        if self.signum is not None:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-        self.signum = signum
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
