@@ -152,6 +152,48 @@ def test_malformed_invocations_print_one_line_exit_2_and_create_nothing(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_full_disk_at_the_first_config_write_is_one_line_exit_4_and_leaves_nothing(tmp_path, capsys,
+                                                                                      monkeypatch):
+    """ENOSPC injected into the first file of a new run (its config.yaml): one ``drama: error:`` line naming the
+    file and what it was, exit 4, and no run folder left behind (the lock removes the folder it made); the same
+    command then starts the run."""
+    import errno
+
+    from drama import run as run_module
+    from drama.errors import EXIT_WRITE_REFUSED
+
+    real_open = open
+
+    def full_disk(path, *a, **k):
+        if str(path).endswith("config.yaml.tmp"):
+            file = real_open(path, *a, **k)  # the temporary file exists, then the disk is full
+            file.close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(run_module, "open", full_disk, raising=False)
+    args = ["fit", "--config", DEBUG, *SMALL, "train.total_steps=25", f"runtime.output_dir={tmp_path}",
+            "runtime.run_name=full"]
+    assert main(args) == EXIT_WRITE_REFUSED
+    captured = capsys.readouterr()
+    config = tmp_path / "full" / "config.yaml"
+    assert captured.err.strip().splitlines() == [
+        f"drama: error: no space left on device writing {config}.tmp (the config of the new run, its first file "
+        f"({_config_bytes(args)} bytes); nothing was left behind)"]
+    assert list(tmp_path.iterdir()) == [] and captured.out == ""
+
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["env_steps"] == 25
+
+
+def _config_bytes(args: list[str]) -> str:
+    from drama.config import load_config, to_yaml
+
+    cfg = load_config(args[2], [a for a in args[3:] if "=" in a])
+    return f"{len(to_yaml(cfg).encode()):,}"
+
+
 def test_a_full_disk_during_a_checkpoint_save_is_one_line_exit_4_and_loses_nothing(tmp_path, capsys, monkeypatch):
     """ENOSPC injected into the checkpoint write at env step 20: one ``drama: error:`` line naming the file, what
     was being written and that the step-10 checkpoint is intact; exit 4; no temporary file; --resume finishes."""

@@ -350,7 +350,7 @@ def test_lock_of_another_process_refuses_then_its_stale_lock_is_taken_over(resum
     captured = capsys.readouterr()
     warnings = [line for line in captured.err.splitlines() if "stale lock" in line]
     assert warnings == [f"drama: warning: took over the stale lock {RunFolder(resumable).lock} left by PID "
-                        f"{holder.pid}, which no longer holds it (killed or crashed)"]
+                        f"{holder.pid}, which is no longer running (killed or crashed)"]
     assert json.loads(captured.out.strip().splitlines()[-1])["env_steps"] == 62
     assert RunFolder(resumable).lock.read_text() == ""  # released: the next fit takes it silently
 
@@ -369,3 +369,21 @@ def test_stale_pid_in_a_free_lock_is_reported_once(tmp_path, capsys):
     with RunLock(folder) as lock:
         assert lock.took_over is None
     assert capsys.readouterr().err == ""
+
+
+def test_a_copied_folder_whose_lock_names_a_live_process_says_so(tmp_path, capsys):
+    """A run folder copied while its run was writing: the lock file names a PID that is alive but holds no lock
+    here. The warning says the folder was copied or moved, not that the process was killed."""
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        folder = tmp_path / "copy"
+        folder.mkdir()
+        RunFolder(folder).lock.write_text(f"{live.pid}\n")
+        with RunLock(folder) as lock:
+            assert lock.took_over == live.pid
+        assert capsys.readouterr().err.strip() == (
+            f"drama: warning: took over the stale lock {RunFolder(folder).lock} left by PID {live.pid}, which is "
+            "running but does not hold it: the folder was copied or moved while that run wrote to it")
+    finally:
+        live.kill()
+        live.wait(timeout=60)

@@ -71,7 +71,12 @@ def start_new_run(cfg: DramaConfig, run_dir: Path) -> None:
     """Write the new run's resolved config, the first file of the run folder; call it holding the folder's lock."""
     folder = RunFolder(run_dir)
     _check_no_run(folder)  # again, under the lock: a drama fit that held it until just now may have saved a run
-    folder.write_config(cfg)
+    try:
+        folder.write_config(cfg)
+    except OSError as exc:  # e.g. a full disk: the lock removes the folder it made
+        exc.add_note(f"the config of the new run, its first file ({len(to_yaml(cfg).encode()):,} bytes); nothing "
+                     "was left behind")
+        raise
 
 
 def _check_no_run(folder: RunFolder) -> None:

@@ -155,13 +155,18 @@ class RunFolder:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write a small file atomically: a temporary file beside it, flushed to disk, then renamed over it."""
+    """Write a small file atomically: a temporary file beside it, flushed to disk, then renamed over it (removed if
+    the write fails)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # e.g. a full disk: no half-written temporary file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def newest_good_checkpoint(folder: RunFolder, warn: bool = True) -> Path:

@@ -52,8 +52,9 @@ def _warn(message: str) -> None:
 class RunLock:
     """``with RunLock(run_dir):`` holds ``run_dir``'s lock, or raises :class:`ConfigError` naming the PID that holds it.
 
-    ``create``: make the folder first (a new run; nothing else is written before the lock is held). After entering,
-    :attr:`took_over` is the PID of the killed process whose stale lock was taken over, else None.
+    ``create``: make the folder first (a new run; nothing else is written before the lock is held); if the block
+    fails before anything but the lock file was written there, the folder it made is removed again. After
+    entering, :attr:`took_over` is the PID of the process whose stale lock was taken over, else None.
     """
 
     def __init__(self, run_dir: Path | str, *, create: bool = False) -> None:
@@ -63,6 +64,7 @@ class RunLock:
         self._fd: int | None = None
         self._lock = FileLock(self.folder.lock, timeout=0, fallback_to_soft=False, on_acquired=self._claim)
         self._held = False
+        self._made = False
 
     @staticmethod
     def holder(run_dir: Path | str) -> int | None:
@@ -99,6 +101,7 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         if self.create:
+            self._made = not self.folder.root.exists()
             self.folder.root.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire(blocking=False)
@@ -112,8 +115,9 @@ class RunLock:
             return self
         self._held = True
         if self.took_over is not None:
-            _warn(f"took over the stale lock {self.folder.lock} left by PID {self.took_over}, which no longer holds "
-                  "it (killed or crashed)")
+            why = ("is running but does not hold it: the folder was copied or moved while that run wrote to it"
+                   if pid_alive(self.took_over) else "is no longer running (killed or crashed)")
+            _warn(f"took over the stale lock {self.folder.lock} left by PID {self.took_over}, which {why}")
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -127,6 +131,17 @@ class RunLock:
         finally:
             self._fd, self._held = None, False
             self._lock.release()
+        if exc_info[0] is not None and self._made:
+            self._remove_made_folder()
+
+    def _remove_made_folder(self) -> None:
+        """After a failed start: the folder this lock made goes again if it holds nothing but the lock file."""
+        try:
+            if {p.name for p in self.folder.root.iterdir()} <= {self.folder.lock.name}:
+                self.folder.lock.unlink(missing_ok=True)
+                self.folder.root.rmdir()
+        except OSError:
+            pass
 
 
 def _holder_pid(path: Path) -> int:
