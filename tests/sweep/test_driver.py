@@ -55,9 +55,7 @@ def test_tiny_sweep_end_to_end_then_skips_everything(tmp_path, capsys, monkeypat
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "out"
-    start = time.monotonic()
     assert main(["sweep", str(TINY), f"runtime.output_dir={out}", "--max-concurrent", "2", "--refresh", "1"]) == 0
-    seconds = time.monotonic() - start
     # the driver's process gets its own signal handlers back (ray.init replaces SIGTERM's and leaves it)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
@@ -96,7 +94,7 @@ def test_tiny_sweep_end_to_end_then_skips_everything(tmp_path, capsys, monkeypat
     # the MLflow server is gone; every trial's run.json now names the sqlite store, so drama's readers still work
     run_info = json.loads((folder / NAMES[0] / "run.json").read_text())
     assert run_info["tracking_uri"].startswith("sqlite:///")
-    assert seconds < 600 and summary["ray_start_s"] > 0 and summary["mlflow_server_start_s"] > 0
+    assert summary["ray_start_s"] > 0 and summary["mlflow_server_start_s"] > 0  # speed: benchmarks/sweep_overhead.py
 
     assert main(["sweep", str(TINY), f"runtime.output_dir={out}", "--max-concurrent", "2"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
