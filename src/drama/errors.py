@@ -36,13 +36,13 @@ def write_refused(exc: OSError) -> str:
 class RunStopped(Exception):
     """The run stopped on request (SIGINT / SIGTERM) between two env steps, after saving a checkpoint."""
 
-    def __init__(self, signum: int, step: int, run_dir: str) -> None:
+    def __init__(self, signum: int, step: int | None, run_dir: str, message: str | None = None) -> None:
         self.signum, self.step, self.run_dir = signum, step, run_dir
         self.result: object = None
         """what ``drama fit`` reached (its ``FitResult``), set on the way out, for the JSON summary."""
         name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} at env step {step}, checkpoint saved; continue with: "
-                         f"drama fit --resume {run_dir}")
+        super().__init__(message or f"stopped by {name} at env step {step}, checkpoint saved; continue with: "
+                                    f"drama fit --resume {run_dir}")
 
     @property
     def exit_code(self) -> int:
@@ -54,16 +54,12 @@ class SetupStopped(RunStopped):
     checkpoint, opening the run's record), before the first env step: nothing was trained, no checkpoint changed."""
 
     def __init__(self, signum: int, run_dir: str, resume: bool) -> None:
-        Exception.__init__(self)
-        self.signum, self.step, self.run_dir, self.result = signum, None, run_dir, None
         name = signal.Signals(signum).name
-        self.message = (f"stopped by {name} during setup, before training resumed; the checkpoints are unchanged; "
-                        f"continue with: drama fit --resume {run_dir}" if resume else
-                        f"stopped by {name} during setup, before the first env step; nothing was trained and "
-                        f"{run_dir} holds no checkpoint: run the same drama fit again (it may reuse the folder)")
-
-    def __str__(self) -> str:
-        return self.message
+        super().__init__(signum, None, run_dir, (
+            f"stopped by {name} during setup, before training resumed; the checkpoints are unchanged; continue with: "
+            f"drama fit --resume {run_dir}" if resume else
+            f"stopped by {name} during setup, before the first env step; nothing was trained and {run_dir} holds no "
+            "checkpoint: run the same drama fit again (it may reuse the folder)"))
 
 
 class StopOnSignal:

@@ -148,7 +148,8 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
     system = build_training_system(cfg, device, precision)
     fabric, env, replay = system.fabric, system.env, system.replay
     world_model, actor_critic = system.world_model, system.actor_critic
-    try:
+    tracker = None
+    try:  # a signal, an error or a bad budget here: close the env and end an opened record, then re-raise
         stop.during_setup(str(run_dir), resume)
         counts = parameter_counts(world_model, actor_critic)
         loop = DramaLoop(cfg, fabric, world_model, actor_critic, replay, env, run_dir)
@@ -160,10 +161,6 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
             stop.during_setup(str(run_dir), resume)
             folder.write_config(cfg)  # only now: the overrides were checked against the saved run
         loop.tracker = tracker = Tracker.start(folder, cfg.runtime.experiment, resume=resume, step=loop.state.step)
-    except BaseException:
-        env.close()
-        raise
-    try:
         if not resume:
             made_by = provenance()
             tracker.log_params({**to_flat_dict(cfg), **{f"parameters/{k}": v for k, v in counts.items()},
@@ -171,7 +168,8 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
                                 or "none"})
         stop.during_setup(str(run_dir), resume)
     except BaseException as error:
-        tracker.finish("KILLED" if isinstance(error, RunStopped) else "FAILED")
+        if tracker is not None:
+            tracker.finish("KILLED" if isinstance(error, RunStopped) else "FAILED")
         env.close()
         raise
     print(to_yaml(cfg), end="")
