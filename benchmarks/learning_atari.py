@@ -58,8 +58,9 @@ def mean_ci95(values: list[float]) -> tuple[float, float, float]:
 
 def episode_returns(run_dir: Path) -> list[tuple[int, float]]:
     """(env step, return) of every finished training episode, from the run's MLflow record."""
+    from drama.metrics import EPISODE_RETURN
     from drama.run import RunFolder
-    from drama.tracking import EPISODE_RETURN, Tracker
+    from drama.tracking import Tracker
 
     steps, values = Tracker.open(RunFolder(run_dir)).metric_history(EPISODE_RETURN)
     return list(zip(steps, values, strict=True))

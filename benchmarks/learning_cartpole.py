@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def episode_returns(run_dir: Path) -> list[tuple[int, float]]:
     """(env step, return) of every finished episode, from the run's MLflow record."""
+    from drama.metrics import EPISODE_RETURN
     from drama.run import RunFolder
-    from drama.tracking import EPISODE_RETURN, Tracker
+    from drama.tracking import Tracker
 
     steps, values = Tracker.open(RunFolder(run_dir)).metric_history(EPISODE_RETURN)
     return list(zip(steps, values, strict=True))
@@ -80,10 +81,9 @@ def main() -> int:
     summary = {"benchmark": "learning_cartpole", "target": args.target, "budget_env_steps": args.steps,
                "seeds_passed": passed, "seeds": len(rows), "wall_s": round(time.perf_counter() - start, 1),
                "results": rows}
-    print(json.dumps(summary))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    from drama.bench import write_result
+
+    write_result(summary, None if args.out is None else str(args.out))
     return 0
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from tensordict import TensorDict
 
+from drama.bench import write_result
 from drama.build import build_models
 from drama.config import load_config
 from drama.device import resolve_device
@@ -121,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "world_model_parameters": sum(p.numel() for p in world_model.parameters()),
         "results": results,
     }
-    print(json.dumps(summary))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    write_result(summary, None if args.out is None else str(args.out))
     return 0
 
 

@@ -13,6 +13,7 @@ from tensordict import TensorDict
 
 from drama.actor_critic import ActorCritic, RunningNorm
 from drama.config import ActorCriticConfig, OptimConfig, TwoHotConfig
+from drama.device import FabricRuntime
 
 F, A, B, H = 24, 4, 32, 8
 
@@ -222,6 +223,7 @@ def test_learns_rewarded_action() -> None:
 def test_fabric_manual_backward_path() -> None:
     fabric = L.Fabric(accelerator="cpu", devices=1)
     module = small_module(small_cfg(warmup=3))
+    module.runtime = FabricRuntime(fabric)  # as drama.build hands it over
     optimizer = module.configure_optimizers()
     module, optimizer = fabric.setup(module, optimizer)
     original = module.module

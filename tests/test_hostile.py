@@ -1,5 +1,6 @@
 """Malformed and hostile invocations of ``drama fit``, ``fit --resume``, ``evaluate``, ``report`` and ``info``: each
-exits 2 with exactly one line ``drama: error: ...`` on stderr, no traceback, and not one file created or changed.
+exits 2 (5 for a damaged or foreign checkpoint file) with exactly one line ``drama: error: ...`` on stderr, no
+traceback, and not one file created or changed.
 Then the run-folder lock: a second ``drama fit`` on a locked folder is refused naming the holder's PID; a stale lock
 left by a killed process is taken over."""
 
@@ -19,6 +20,7 @@ import torch
 
 from conftest import SMALL_DEBUG
 from drama.cli import main
+from drama.errors import EXIT_CHECKPOINT
 from drama.run import RunFolder
 from drama.run_lock import RunLock
 
@@ -50,14 +52,14 @@ def snapshot(*roots: Path) -> dict[str, tuple]:
     return out
 
 
-def assert_refused(capsys, argv: list[str], needle: str, watch: list[Path]) -> str:
-    """``main(argv)`` exits 2 with one ``drama: error:`` line containing ``needle``, prints nothing on stdout and
-    leaves every file under ``watch`` as it was; returns the line."""
+def assert_refused(capsys, argv: list[str], needle: str, watch: list[Path], exit_code: int = 2) -> str:
+    """``main(argv)`` exits ``exit_code`` (2: a usage error) with one ``drama: error:`` line containing ``needle``,
+    prints nothing on stdout and leaves every file under ``watch`` as it was; returns the line."""
     before = snapshot(*watch)
     code = main(argv)
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
-    assert code == 2, captured.err
+    assert code == exit_code, captured.err
     assert len(lines) == 1 and lines[0].startswith("drama: error: "), captured.err
     assert "Traceback" not in captured.err + captured.out
     assert needle in lines[0], lines[0]
@@ -209,6 +211,10 @@ CASES = [
 ]
 
 
+DAMAGED_CHECKPOINT = ("no good checkpoint", "is not a drama checkpoint")
+"""Needles of the cases about a damaged or foreign checkpoint file: exit 5 (drama.errors.EXIT_CHECKPOINT), not 2."""
+
+
 def _case_id(case) -> str:
     values = case.values if hasattr(case, "values") else case
     return values[0].replace(" ", "_")[:60] + ("_" + next(iter(values[1])) if values[1] else "")
@@ -226,7 +232,8 @@ def test_hostile_invocation_is_one_line_exit_2_and_writes_nothing(hostile, finis
     for key, value in env.items():
         monkeypatch.setenv(key, value.format(**paths))
     argv = [arg.format(**paths) for arg in template.split(" ")]
-    assert_refused(capsys, argv, needle.format(**paths), [tmp_path, hostile, finished_debug_run])
+    exit_code = EXIT_CHECKPOINT if any(part in needle for part in DAMAGED_CHECKPOINT) else 2
+    assert_refused(capsys, argv, needle.format(**paths), [tmp_path, hostile, finished_debug_run], exit_code)
 
 
 def test_the_hostile_list_is_long_enough():

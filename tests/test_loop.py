@@ -18,7 +18,7 @@ from drama.envs.runner import StepResult
 from drama.envs.spec import EnvSpec
 from drama.errors import Diverged, RunStopped
 from drama.loop import DramaLoop
-from drama.tracking import ENV_STEPS
+from drama.metrics import ENV_STEPS
 
 EPISODE = 30  # every episode terminates after 30 steps; a life is lost at step 10 of each
 
@@ -38,7 +38,8 @@ class ScriptedEnv:
         self.actions.append(action)
         self.t += 1
         return StepResult(torch.full((4,), float(self.t)), reward=1.0, terminated=self.t == EPISODE,
-                          truncated=False, life_loss=self.t == 10)
+                          truncated=False, life_loss=self.t == 10, acted_on=torch.full((4,), float(self.t - 1)),
+                          action=action)
 
     def state_dict(self) -> dict:
         return {}
@@ -149,7 +150,7 @@ def test_the_guard_stops_a_non_finite_loss_on_its_own_and_the_metrics_up_to_it_a
     written, the NaN loss among them, before the run stops."""
     loop, _, _ = make_loop(tmp_path, "train.total_steps=80", "train.prefill_steps=20", "train.log_every=25",
                            "train.checkpoint_every=30")
-    loop.tracker = tracker = RecordingTracker()
+    tracker = RecordingTracker()
     update = loop.world_model.training_step
 
     def nan_loss_from_step_27(batch):
@@ -160,7 +161,7 @@ def test_the_guard_stops_a_non_finite_loss_on_its_own_and_the_metrics_up_to_it_a
 
     loop.world_model.training_step = nan_loss_from_step_27
     with pytest.raises(Diverged) as diverged:
-        loop.run()
+        loop.run(tracker)
     assert str(diverged.value) == ("world_model/loss/total is not finite at env step 27 (checked at step 30); the run "
                                    "stopped and kept the last good checkpoint: none (no checkpoint was saved yet)")
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # nothing saved from a diverged state

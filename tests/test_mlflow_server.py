@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from drama.config import load_config
-from drama.tracking import LOOPBACK, MlflowServer
+from drama.sweep.server import LOOPBACK, MlflowServer
 from drama.visuals import band_height
 
 

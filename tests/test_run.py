@@ -22,6 +22,7 @@ from drama.checkpoint import CHECKPOINT_HEADER, CHECKPOINT_MAGIC, CHECKPOINT_VER
 from drama.config import ConfigError, load_config
 from drama.data.replay import Replay
 from drama.envs.spec import EnvSpec
+from drama.errors import EXIT_CHECKPOINT
 from drama.run import (
     TRAINING_STATE_KEYS,
     RunFolder,
@@ -123,7 +124,9 @@ def _one_line_error(path: Path, *needles: str) -> None:
     with pytest.raises(CheckpointError) as caught:
         read_checkpoint(path)
     message = str(caught.value)
-    assert isinstance(caught.value, ConfigError) and "\n" not in message and str(path) in message, message
+    # a damaged file is not a usage error: its own exit code (drama.errors.EXIT_CHECKPOINT), not ConfigError's 2
+    assert not isinstance(caught.value, ConfigError) and caught.value.exit_code == EXIT_CHECKPOINT, message
+    assert "\n" not in message and str(path) in message, message
     for needle in needles:
         assert needle in message, message
 

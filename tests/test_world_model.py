@@ -151,9 +151,12 @@ def test_overfits_a_small_batch_of_pong_frames():
 def test_training_step_through_fabric_manual_optimisation():
     import lightning as L
 
+    from drama.device import FabricRuntime
+
     cfg = tiny_config("world_model.optim.warmup_steps=0")
     wm = WorldModel(cfg.world_model, (4,), num_actions=3)
     fabric = L.Fabric(accelerator="cpu", devices=1, precision="32-true")
+    wm.runtime = FabricRuntime(fabric)  # as drama.build hands it over
     optimizer = wm.configure_optimizers()
     wm, _ = fabric.setup(wm, optimizer)
     before = [p.detach().clone() for p in wm.parameters()]

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from drama.actor_critic import ActorCritic
-from drama.world_model import WorldModel
+if TYPE_CHECKING:  # the models are handed in; acting needs only their methods
+    from drama.actor_critic import ActorCritic
+    from drama.world_model import WorldModel
 
 
 class Window:

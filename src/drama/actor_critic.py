@@ -23,7 +23,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from drama import returns
 from drama.config import ActorCriticConfig, TwoHotConfig
-from drama.device import precision_context
+from drama.device import Runtime
 from drama.nn.distributions import SymlogTwoHot
 from drama.nn.heads import sample_index
 from drama.nn.init import orthogonal_
@@ -128,13 +128,15 @@ class ActorCritic(L.LightningModule):
         self.return_scale = returns.PercentileReturnScale(cfg.return_ema_decay, cfg.return_percentiles)
         self.optimizer: torch.optim.Optimizer | None = None
         self.lr_warmup: LRScheduler | None = None
+        self.runtime = Runtime()
+        """how it runs (autocast, optimiser step; :mod:`drama.device`): handed over by :mod:`drama.build`."""
         self.loss_fn: Callable[..., dict[str, Tensor]] | None = None
         """what :meth:`training_step` calls for the losses: None = :meth:`compute_losses` (eager), else its
         compiled form (:func:`drama.nn.compile.compile_hot_paths`)."""
 
     def autocast(self):
-        """Fabric's precision context when set up with Fabric (bf16 autocast under ``bf16-mixed``), else none."""
-        return precision_context(self)
+        """The precision context of its runtime (bf16 autocast under ``bf16-mixed``; none in float32)."""
+        return self.runtime.autocast()
 
     # ------------------------------------------------------------------ networks
 
@@ -241,7 +243,7 @@ class ActorCritic(L.LightningModule):
         """One optimiser step on an imagined batch; returns detached scalar metrics (plus ``grad_norm``).
 
         Order: update the actor's input normalisation from all H+1 states (the only place it is updated), compute
-        the losses, then :func:`drama.nn.optim.optimizer_step` (backward through Fabric when set up, global
+        the losses, then :func:`drama.nn.optim.optimizer_step` (backward through its runtime, global
         grad-norm clip, LaProp step, warm-up step), then the slow-critic EMA.
         """
         if self.optimizer is None:

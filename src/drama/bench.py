@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from drama.config import ConfigError, DramaConfig, load_config
+from drama.config import ConfigError, DramaConfig, batch_shape, load_config
 from drama.device import device_name
 
 PHASES = ("act", "env", "replay", "world_model", "actor_critic")
@@ -142,7 +142,7 @@ class _Variant:
         """Random-policy rows until both batch kinds can be drawn and the warm-up is over, then policy steps
         until the acting window is full. Returns the rows written."""
         loop = self.loop
-        shapes = [(mode, *loop.batch_shape(mode)) for mode in ("world_model", "imagination")]
+        shapes = [(mode, *batch_shape(loop.cfg, mode)) for mode in ("world_model", "imagination")]
         limit = max(self.cfg.replay.capacity, 1)
         while loop.state.step < self.cfg.train.prefill_steps or not all(
                 loop.replay.ready(mode, size, length) for mode, size, length in shapes):

@@ -12,31 +12,28 @@ from typing import Any
 import torch
 
 from drama.actor_critic import ActorCritic
-from drama.checkpoint import CheckpointError, first_good, mismatch_error, read_checkpoint
-from drama.config import ConfigError, DramaConfig
-from drama.device import make_fabric, resolve_channels_last, resolve_device, resolve_precision
+from drama.checkpoint import CheckpointError, NoCheckpoint, first_good, mismatch_error, read_checkpoint
+from drama.config import DramaConfig
+from drama.device import (
+    AutocastRuntime,
+    FabricRuntime,
+    Runtime,
+    make_fabric,
+    resolve_channels_last,
+    resolve_device,
+    resolve_precision,
+)
 from drama.envs.spec import EnvSpec
 from drama.nn.encoders import set_memory_format
 from drama.run import MODEL_KEYS, RunFolder
 from drama.world_model import WorldModel
 
 
-def check_buildable(cfg: DramaConfig) -> None:
-    """What only this machine can refuse, as a :class:`ConfigError` (before any run folder is created):
-    ``world_model.backbone.impl=kernel`` without the mamba-ssm kernels or a CUDA ``runtime.device``."""
-    if cfg.world_model.backbone.impl == "kernel":
-        from drama.nn.backbones.kernels import kernel_unavailable_reason
-
-        reason = kernel_unavailable_reason(cfg.runtime.device)
-        if reason is not None:
-            raise ConfigError(f"world_model.backbone.impl='kernel' is invalid: {reason} (use auto or torch)")
-
-
-def build_models(cfg: DramaConfig, spec: EnvSpec) -> tuple[WorldModel, ActorCritic]:
-    """The world model for ``spec``'s observations and actions, and the actor-critic on its features; conv layers
-    in the layout of ``runtime.channels_last`` (``auto`` resolved for ``runtime.device``). Checks
-    :func:`check_buildable` first."""
-    check_buildable(cfg)
+def build_models(cfg: DramaConfig, spec: EnvSpec, runtime: Runtime | None = None) -> tuple[WorldModel, ActorCritic]:
+    """The world model for ``spec``'s observations and actions, and the actor-critic on its features, both handed
+    ``runtime`` (how they run: :mod:`drama.device`; default plain float32 PyTorch); conv layers in the layout of
+    ``runtime.channels_last`` (``auto`` resolved for ``runtime.device``). What this machine can refuse
+    (``impl=kernel`` without the kernels) is :func:`drama.preflight.check_backbone`'s, checked by the commands."""
     world_model = WorldModel(cfg.world_model, spec.obs_shape, spec.num_actions)
     if world_model.pixels:
         channels_last = resolve_channels_last(cfg.runtime.channels_last, resolve_device(cfg.runtime.device))
@@ -44,6 +41,8 @@ def build_models(cfg: DramaConfig, spec: EnvSpec) -> tuple[WorldModel, ActorCrit
         set_memory_format(world_model.decoder, channels_last)
     actor_critic = ActorCritic(cfg.actor_critic, world_model.feature_dim, spec.num_actions,
                                cfg.world_model.two_hot)
+    if runtime is not None:
+        world_model.runtime = actor_critic.runtime = runtime
     return world_model, actor_critic
 
 
@@ -68,7 +67,7 @@ def build_training_system(cfg: DramaConfig, device: torch.device, precision: str
 
     fabric = make_fabric(device, precision)
     env = EnvRunner(cfg.env, cfg.runtime.seed)
-    world_model, actor_critic = build_models(cfg, env.spec)
+    world_model, actor_critic = build_models(cfg, env.spec, FabricRuntime(fabric))
     world_model, _ = fabric.setup(world_model, world_model.configure_optimizers())
     actor_critic, _ = fabric.setup(actor_critic, actor_critic.configure_optimizers())
     world_model, actor_critic = world_model.module, actor_critic.module
@@ -107,7 +106,7 @@ def load_agent(run_dir: Path, checkpoint: Path | None = None, device: str | None
     else:
         path = Path(checkpoint)
         if not path.is_file():
-            raise CheckpointError(f"no checkpoint at {path}")
+            raise NoCheckpoint(f"no checkpoint at {path}")
         state = read_checkpoint(path)
     missing = [key for key in (*MODEL_KEYS, "loop") if key not in state]
     if missing:
@@ -124,8 +123,11 @@ def load_agent(run_dir: Path, checkpoint: Path | None = None, device: str | None
 
 def ready_to_act(cfg: DramaConfig, world_model: WorldModel, actor_critic: ActorCritic) -> tuple[Any, Any]:
     """Both models in eval mode on ``runtime.device`` under the precision ``runtime.precision`` resolves to there
-    (the rule training used: acting, imagination and evaluation run under the training precision), through a
-    Fabric without loggers as in ``drama fit``. What :func:`load_agent` and the evaluation benchmarks act with."""
+    (the rule training used: acting, imagination and evaluation run under the training precision: an
+    :class:`~drama.device.AutocastRuntime`, no Fabric). What :func:`load_agent` and the evaluation benchmarks act
+    with."""
     device = resolve_device(cfg.runtime.device)
-    fabric = make_fabric(device, resolve_precision(cfg.runtime.precision, device))
-    return tuple(fabric.setup_module(module).module.eval() for module in (world_model, actor_critic))
+    runtime = AutocastRuntime(device, resolve_precision(cfg.runtime.precision, device))
+    for module in (world_model, actor_critic):
+        module.runtime = runtime
+    return world_model.to(device).eval(), actor_critic.to(device).eval()

@@ -5,7 +5,8 @@ payload SHA-256), then the payload, one ``torch.save`` of a dict. It is written 
 destination (hashed as it is written, fsynced), the old file becomes the ``previous`` one if it verifies (a damaged
 one never replaces a good ``previous``), the new file is renamed over the destination and the directory is fsynced;
 nothing is written anywhere else. Reading checks the header, the length and the SHA-256 before unpickling anything;
-a damaged file raises :class:`CheckpointError`. What the dict holds (the training-state schema) and where the files
+a damaged or foreign file raises :class:`~drama.errors.CheckpointError` (exit 5), a path with no file
+:class:`NoCheckpoint` (a usage error, exit 2). What the dict holds (the training-state schema) and where the files
 live (the run folder) are :mod:`drama.run`'s.
 """
 
@@ -24,10 +25,11 @@ from typing import IO, Any, TypeVar
 import torch
 
 from drama.config import ConfigError, one_line
+from drama.errors import CheckpointError
 
 
-class CheckpointError(ConfigError):
-    """A checkpoint file is missing, damaged or not one of ours; the message (one line) names the file."""
+class NoCheckpoint(CheckpointError, ConfigError):
+    """No file at a checkpoint path: a usage error (exit 2), and a checkpoint error for the loaders' fallback."""
 
 
 CHECKPOINT_MAGIC = b"DRAMACKP"
@@ -198,7 +200,7 @@ def _verified_payload(path: Path) -> Iterator[_Payload]:
     try:
         file = open(path, "rb")  # closed below, once the caller has read the payload
     except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}") from None
+        raise NoCheckpoint(f"no checkpoint at {path}") from None
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be opened: {exc.strerror or exc}") from None
     with file:
@@ -239,7 +241,7 @@ def first_good(candidates: list[Path], read: Callable[[Path], _T], warn: bool = 
     """``read`` of the first candidate that is good; one line on stderr (with ``warn``) when a later one is used,
     one :class:`CheckpointError` naming all of them when none is."""
     if not any(path.exists() for path in candidates):
-        raise CheckpointError(f"no checkpoint at {candidates[0]}")
+        raise NoCheckpoint(f"no checkpoint at {candidates[0]}")
     errors: list[str] = []
     for path in candidates:
         try:

@@ -23,7 +23,8 @@ file (:func:`drama.config.find_config_file`).
 ``key=value`` items may come before or after the options.
 
 User errors (unknown keys, bad values, missing files, unknown envs) print one line ``drama: error: ...`` to
-stderr and exit with code 2.
+stderr and exit with code 2; a damaged or foreign checkpoint file does the same with exit code 5 (the exit codes:
+:mod:`drama.errors`).
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from drama.errors import (
     EXIT_USAGE,
     EXIT_WRITE_REFUSED,
     WRITE_ERRNOS,
+    CheckpointError,
     Diverged,
     RunStopped,
-    StopOnSignal,
     write_refused,
 )
 from drama.version import __version__
@@ -172,25 +173,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     if not args.resume:
         load_config(args.config, args.overrides)  # a typo is answered before the heavy imports below (torch, ...)
-    from drama.fit import fit, prepare_new_run, prepare_resume, start_new_run
-    from drama.preflight import check_resume
-    from drama.run import RunFolder
-    from drama.run_lock import RunLock
+    from drama.fit import fit_command
 
-    # every check first, writing nothing; then the run folder's lock (one drama fit writes there), then the run;
-    # from the moment the folder is locked a signal stops the setup or the loop at a safe point (drama.errors)
     try:
-        if args.resume:
-            cfg, run_dir = prepare_resume(args.resume, args.overrides)  # a run folder: its lock file may go there
-            check_resume(cfg, RunFolder(run_dir))
-            with StopOnSignal() as stop, RunLock(run_dir):
-                result = fit(cfg, run_dir, resume=True, stop=stop)
-        else:
-            cfg, run_dir = prepare_new_run(args.config, args.overrides)
-            # RunLock creates the folder, then locks it before any file is written there
-            with StopOnSignal() as stop, RunLock(run_dir, create=True):
-                start_new_run(cfg, run_dir)
-                result = fit(cfg, run_dir, stop=stop)
+        result = fit_command(args.config, args.overrides, resume=args.resume)
     except RunStopped as stop:  # the summary of what was saved on stdout, then main's one line on stderr
         if stop.result is not None:
             print(json.dumps(stop.result.summary()), flush=True)
@@ -203,11 +189,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     from drama.build import build_models
     from drama.envs.factory import probe_env
-    from drama.preflight import check_model_shapes
+    from drama.preflight import check_backbone, check_model_shapes
     from drama.summary import parameter_counts
 
     spec = probe_env(cfg.env)
     check_model_shapes(cfg, spec.obs_shape)
+    check_backbone(cfg)
     world_model, actor_critic = build_models(cfg, spec)
     print(to_yaml(cfg), end="")
     print(f"# env {cfg.env.id}: observation {list(spec.obs_shape)}, {spec.num_actions} actions")
@@ -273,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except Diverged as exc:
         print(f"drama: diverged: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except CheckpointError as exc:  # a damaged or foreign file, not a usage error (a missing one is a ConfigError)
+        print(f"drama: error: {cut(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         if exc.errno not in WRITE_ERRNOS:

@@ -495,8 +495,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def _omegaconf_message(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None)
-    msg = getattr(exc, "msg", None) or one_line(exc)
-    msg = msg.strip().splitlines()[0]
+    msg = one_line(getattr(exc, "msg", None) or exc)
     if "not in struct" in msg or "Key '" in msg and "not in" in msg:
         return f"unknown key '{key}'" if key else msg
     return f"{key}: {msg}" if key else msg
@@ -554,6 +553,14 @@ def validate(cfg: DramaConfig) -> None:
                                             "window starts the replay can hold (no batch could ever be drawn)")
     check_updates_happen(cfg, train.learning_steps, "train.learning_steps")
     # replay.device=cuda needs a CUDA training device: a rule about this machine, checked by preflight.check_runtime
+
+
+def batch_shape(cfg: DramaConfig, mode: str) -> tuple[int, int]:
+    """(sequences, length) of the replay batches of ``mode``: ``world_model`` windows (``train.batch_size`` x
+    ``train.batch_length``) or ``imagination`` contexts (``imagination.batch_size`` x ``context_length``)."""
+    if mode == "world_model":
+        return cfg.train.batch_size, cfg.train.batch_length
+    return cfg.imagination.batch_size, cfg.imagination.context_length
 
 
 def check_updates_happen(cfg: DramaConfig, last_step: int, last_key: str) -> None:

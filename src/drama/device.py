@@ -1,10 +1,12 @@
 """Where and in which precision the models run: ``runtime.device`` and ``runtime.precision`` resolved for this
-machine, and the autocast context of a module set up with Fabric."""
+machine, and the :class:`Runtime` the models are handed when they are built (their autocast context and how one
+optimiser step runs): :class:`FabricRuntime` in ``drama fit`` and ``drama bench``, :class:`AutocastRuntime` for a
+loaded agent that only acts, plain :class:`Runtime` for models built stand-alone (tests, notebooks)."""
 
 from __future__ import annotations
 
 import platform
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -123,8 +125,51 @@ def make_fabric(device: torch.device, precision: str):
     return fabric
 
 
-def precision_context(module: torch.nn.Module):
-    """The precision context of a LightningModule set up with Fabric (its autocast under ``bf16-mixed``), else a
-    no-op: device-agnostic, and the modules also work stand-alone (tests, notebooks)."""
-    fabric = getattr(module, "fabric", None)
-    return fabric.autocast() if fabric is not None else nullcontext()
+class Runtime:
+    """How a model runs: float32 and plain PyTorch (``loss.backward()``, ``clip_grad_norm_``). The models hold one
+    (``module.runtime``) and ask it for their autocast context and the backward pass of an optimiser step."""
+
+    def autocast(self) -> AbstractContextManager:
+        """The context the model's forward passes run in (none: float32)."""
+        return nullcontext()
+
+    def backward(self, module: torch.nn.Module, loss: torch.Tensor,
+                 max_norm: float) -> tuple[torch.optim.Optimizer, torch.Tensor]:
+        """Zero ``module``'s gradients, backpropagate ``loss``, clip the global gradient norm to ``max_norm``;
+        returns the optimiser to step and the norm before clipping (``module.optimizer``: the module's own)."""
+        optimizer = module.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in module.parameters() if p.requires_grad]
+        return optimizer, torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm)
+
+
+class AutocastRuntime(Runtime):
+    """A model that acts on ``device`` under ``precision`` (``32-true`` or ``bf16-mixed``, resolved), without
+    Fabric: the autocast Fabric's ``bf16-mixed`` uses, ``torch.autocast(device type, bfloat16)``."""
+
+    def __init__(self, device: torch.device, precision: str) -> None:
+        self.device, self.precision = device, precision
+
+    def autocast(self) -> AbstractContextManager:
+        if self.precision == "bf16-mixed":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+
+class FabricRuntime(Runtime):
+    """A model set up with ``fabric.setup``: Fabric's precision context, ``fabric.backward`` and
+    ``fabric.clip_gradients`` through the optimiser Fabric wrapped."""
+
+    def __init__(self, fabric) -> None:
+        self.fabric = fabric
+
+    def autocast(self) -> AbstractContextManager:
+        return self.fabric.autocast()
+
+    def backward(self, module: torch.nn.Module, loss: torch.Tensor,
+                 max_norm: float) -> tuple[torch.optim.Optimizer, torch.Tensor]:
+        optimizer = module.optimizers()  # Fabric's wrapper of module.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        self.fabric.backward(loss)
+        return optimizer, self.fabric.clip_gradients(module, optimizer, max_norm=max_norm)

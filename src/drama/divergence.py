@@ -8,18 +8,35 @@ once; the loop calls it when it logs and before every checkpoint.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
+from drama.config import one_line
 from drama.errors import Diverged
+
+_NON_FINITE = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
+"""An error message about non-finite values (e.g. torch.multinomial's "contains either `inf`, `nan` or ...")."""
+
+
+def as_divergence(error: RuntimeError, phase: str, step: int, last_good: str) -> Exception:
+    """The error to raise for ``error`` (raised during ``phase`` of env ``step``): :class:`Diverged` when its message
+    is about non-finite values, as sampling from non-finite probabilities is; ``error`` itself otherwise."""
+    first_line = one_line(error)
+    if not _NON_FINITE.search(first_line):
+        return error
+    return Diverged(f"{phase} failed at env step {step} ({first_line}); the run stopped and kept the last good "
+                    f"checkpoint: {last_good}")
 
 
 class DivergenceGuard:
     """First non-finite step of each watched quantity (device tensors), checked in one read."""
 
-    def __init__(self) -> None:
+    def __init__(self, modules: Iterable[tuple[str, torch.nn.Module]] = ()) -> None:
+        self.modules = list(modules)
+        """(name, module) pairs whose parameters :meth:`check` checks."""
         self.first_bad: dict[str, Tensor] = {}
 
     def watch(self, name: str, value: Tensor, step: int) -> None:
@@ -30,9 +47,14 @@ class DivergenceGuard:
             first = torch.full((), -1, dtype=torch.long, device=value.device)
         self.first_bad[name] = torch.where(bad & (first < 0), step, first)
 
-    def check(self, modules: Iterable[tuple[str, torch.nn.Module]], step: int, last_good: str) -> None:
+    def watch_update(self, prefix: str, metrics: dict[str, Tensor], step: int) -> None:
+        """Watch an update's ``loss/total`` and ``grad_norm`` (as ``prefix`` + key)."""
+        for key in ("loss/total", "grad_norm"):
+            self.watch(prefix + key, metrics[key], step)
+
+    def check(self, step: int, last_good: str) -> None:
         """Raise :class:`Diverged` naming the first quantity that went non-finite (watched values, then the
-        parameters of ``modules``) and ``last_good``, the checkpoint that is kept."""
+        parameters of the guarded modules) and ``last_good``, the checkpoint that is kept."""
         names = list(self.first_bad)
         steps = torch.stack(list(self.first_bad.values())).tolist() if names else []  # one read
         bad = sorted((s, n) for s, n in zip(steps, names, strict=True) if s >= 0)
@@ -40,7 +62,7 @@ class DivergenceGuard:
             first_step, name = bad[0]
             raise Diverged(f"{name} is not finite at env step {first_step} (checked at step {step}); "
                            f"the run stopped and kept the last good checkpoint: {last_good}")
-        for module_name, module in modules:
+        for module_name, module in self.modules:
             finite = [torch.isfinite(p).all() for p in module.parameters()]
             if finite and not bool(torch.stack(finite).all()):
                 raise Diverged(f"{module_name} parameters are not finite at env step {step}; "

@@ -2,7 +2,8 @@
 
 Exit codes of ``drama``: 0 done; 2 a usage or configuration error (``drama.config.ConfigError``, nothing written);
 3 the run diverged (:class:`Diverged`); 4 the machine refused a write (:data:`WRITE_ERRNOS`: disk full, quota,
-permission, read-only file system; the last good checkpoint is intact); 130 stopped by SIGINT (Ctrl-C) and 143
+permission, read-only file system; the last good checkpoint is intact); 5 a checkpoint file is damaged or not a
+drama checkpoint (:class:`CheckpointError`; a path with no file at all is a usage error); 130 stopped by SIGINT and 143
 stopped by SIGTERM (:class:`RunStopped`: a checkpoint at the current step was saved first; or, during the setup
 before the first env step, :class:`SetupStopped`: nothing was written beyond the config and the run's record).
 """
@@ -20,6 +21,8 @@ EXIT_DIVERGED = 3
 """Exit code of a run stopped by :class:`Diverged`."""
 EXIT_WRITE_REFUSED = 4
 """Exit code when the machine refused a write (an ``OSError`` with one of :data:`WRITE_ERRNOS`)."""
+EXIT_CHECKPOINT = 5
+"""Exit code when a checkpoint file is damaged or not a drama checkpoint (:class:`CheckpointError`)."""
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
 """The errors of a write that users meet and can fix: disk full, quota exceeded, no permission, read-only."""
 
@@ -99,6 +102,14 @@ class StopOnSignal:
             for signum, previous in self._previous.items():
                 signal.signal(signum, previous)
             self._previous = {}
+
+
+class CheckpointError(Exception):
+    """A checkpoint file is damaged, truncated or not one of ours; the message (one line) names the file. Raised by
+    :mod:`drama.checkpoint` (which also raises its subclass ``NoCheckpoint``, a usage error, for a path with no
+    file)."""
+
+    exit_code = EXIT_CHECKPOINT
 
 
 class Diverged(Exception):

@@ -199,17 +199,16 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, seed:
 
 def _track(folder: RunFolder, result: dict[str, Any], path: Path, videos: list[Path]) -> None:
     """Metrics ``eval/*`` at the checkpoint step, the JSON and the videos as artifacts, in the run's record."""
+    from drama.metrics import eval_key
     from drama.tracking import Tracker
 
     tracker = Tracker.open(folder)
     if tracker is None:
         warnings.warn(f"{folder.info} is missing: the evaluation is not logged to MLflow", stacklevel=2)
         return
-    mode = result["policy"]
-    metrics = {f"eval/{mode}/return_mean": result["mean"], f"eval/{mode}/return_std": result["std"],
-               f"eval/{mode}/episodes": result["episodes"]}
-    if result["human_normalized"] is not None:
-        metrics[f"eval/{mode}/human_normalized"] = result["human_normalized"]
+    names = {"return_mean": result["mean"], "return_std": result["std"], "episodes": result["episodes"],
+             "human_normalized": result["human_normalized"]}
+    metrics = {eval_key(result["policy"], name): value for name, value in names.items() if value is not None}
     tracker.log_metrics(metrics, result["checkpoint_step"])
     for artifact in (path, *videos):
         tracker.log_artifact(artifact, folder.artifact_path(artifact))

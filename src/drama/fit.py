@@ -1,8 +1,10 @@
-"""``drama fit``: assemble config, env, replay, models, Fabric and MLflow, then run :class:`DramaLoop`.
+"""``drama fit``, the whole protocol (:func:`fit_command`): plan a new run or a resume, writing nothing; then, under
+the run folder's :class:`~drama.run_lock.RunLock`, assemble config, env, replay, models, Fabric and MLflow and run
+:class:`DramaLoop`.
 
 Everything that can reject user input (config, env id, resume folder, and what this machine refuses: device,
-output folder, MLflow store; :mod:`drama.preflight`) runs before the run directory is created, so a bad invocation
-leaves nothing behind. ``drama fit`` holds the run folder's :class:`~drama.run_lock.RunLock` while it writes there.
+backbone kernels, output folder, MLflow store; :mod:`drama.preflight`) runs before the run directory is created, so
+a bad invocation leaves nothing behind. ``drama fit`` holds the folder's lock while it writes there.
 """
 
 from __future__ import annotations
@@ -13,17 +15,21 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from drama.build import check_buildable
 from drama.config import ConfigError, DramaConfig, load_config, to_flat_dict, to_yaml
 from drama.envs import probe_env
 from drama.errors import RunStopped, StopOnSignal
-from drama.preflight import check_model_shapes, check_new_run
+from drama.preflight import check_model_shapes, check_new_run, check_resume
 from drama.run import RunFolder
 from drama.run_lock import RunLock
 from drama.version import provenance
+
+if TYPE_CHECKING:
+    from drama.loop import DramaLoop
+    from drama.tracking import Tracker
 
 
 @dataclass
@@ -37,6 +43,13 @@ class FitResult:
     seconds: float
     stopped: str | None = None
     """the signal that stopped the run early (``"SIGTERM"``, ``"SIGINT"``), None when it ran to its end."""
+
+    @classmethod
+    def of(cls, loop: DramaLoop, start: float, stopped: str | None = None) -> FitResult:
+        """The result of ``loop``'s run so far, begun at ``time.perf_counter()`` ``start``."""
+        s = loop.state
+        return cls(loop.folder.root, s.step, s.episodes, s.world_model_updates, s.actor_critic_updates,
+                   list(s.returns), time.perf_counter() - start, stopped)
 
     def summary(self) -> dict:
         """The one-line JSON ``drama fit`` prints on stdout when it ends (also after a signal stop)."""
@@ -58,7 +71,6 @@ def prepare_new_run(config: str, overrides: list[str]) -> tuple[DramaConfig, Pat
     locked by another ``drama fit``, not holding a run. Then, under the folder's :class:`~drama.run_lock.RunLock`,
     :func:`start_new_run`."""
     cfg = load_config(config, overrides)
-    check_buildable(cfg)
     check_model_shapes(cfg, probe_env(cfg.env).obs_shape)
     folder = RunFolder(Path(cfg.runtime.output_dir) / (cfg.runtime.run_name or default_run_name(cfg)))
     check_new_run(cfg, folder)
@@ -93,8 +105,10 @@ Everything else shaped the saved state (models, env, replay, schedule) and is re
 
 def prepare_resume(run_dir: str, overrides: list[str]) -> tuple[DramaConfig, Path]:
     """The saved config of ``run_dir`` plus ``overrides`` of :data:`RESUMABLE_KEYS` (e.g. a larger
-    ``train.total_steps``), checked against the saved one; nothing is written here (:func:`fit` rewrites
-    ``config.yaml`` once the checkpoint has loaded and the new budget covers its env step)."""
+    ``train.total_steps``), checked against the saved one, then what this machine can refuse
+    (:func:`drama.preflight.check_resume`: device, a good checkpoint, writable folders, the MLflow store); nothing is
+    written here (:func:`fit` rewrites ``config.yaml`` once the checkpoint has loaded and the new budget covers its
+    env step)."""
     folder = RunFolder(Path(run_dir))
     if not folder.config.is_file():
         raise ConfigError(f"--resume {run_dir}: no {folder.config.name} there (not a drama run directory)")
@@ -106,8 +120,22 @@ def prepare_resume(run_dir: str, overrides: list[str]) -> tuple[DramaConfig, Pat
         if value != saved.get(key) and key not in RESUMABLE_KEYS:
             raise ConfigError(f"--resume {run_dir}: {key} cannot change on resume (the run was saved with "
                               f"{saved.get(key)!r}); allowed on resume: {', '.join(RESUMABLE_KEYS)}")
-    check_buildable(cfg)
+    check_resume(cfg, folder)
     return cfg, folder.root
+
+
+def fit_command(config: str | None, overrides: list[str], resume: str | None = None) -> FitResult:
+    """``drama fit``: plan (a new run from ``config`` + ``overrides``, or ``--resume`` of the run folder ``resume``
+    with ``overrides``), writing nothing; then lock the run folder (a new one is created by the lock, and its config
+    is its first file) and train, a signal stopping the setup or the loop at a safe point (:mod:`drama.errors`)."""
+    if resume:
+        cfg, run_dir = prepare_resume(resume, overrides)
+        with StopOnSignal() as stop, RunLock(run_dir):
+            return fit(cfg, run_dir, resume=True, stop=stop)
+    cfg, run_dir = prepare_new_run(config, overrides)
+    with StopOnSignal() as stop, RunLock(run_dir, create=True):
+        start_new_run(cfg, run_dir)
+        return fit(cfg, run_dir, stop=stop)
 
 
 def fit(cfg: DramaConfig, run_dir: Path, resume: bool = False, stop: StopOnSignal | None = None) -> FitResult:
@@ -160,7 +188,7 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
                                   f"step {loop.state.step}")
             stop.during_setup(str(run_dir), resume)
             folder.write_config(cfg)  # only now: the overrides were checked against the saved run
-        loop.tracker = tracker = Tracker.start(folder, cfg.runtime.experiment, resume=resume, step=loop.state.step)
+        tracker = Tracker.start(folder, cfg.runtime.experiment, resume=resume, step=loop.state.step)
         if not resume:
             made_by = provenance()
             tracker.log_params({**to_flat_dict(cfg), **{f"parameters/{k}": v for k, v in counts.items()},
@@ -176,21 +204,23 @@ def _fit(cfg: DramaConfig, run_dir: Path, resume: bool, device: torch.device, pr
     print(f"# run {run_dir} | device {device} | precision {precision} | compile {cfg.runtime.compile} | "
           f"{'resuming at step ' + str(loop.state.step) if resume else 'new run'}")
     print(json.dumps(counts), flush=True)
+    return _train(loop, tracker, stop, start)
+
+
+def _train(loop: DramaLoop, tracker: Tracker, stop: StopOnSignal, start: float) -> FitResult:
+    """Run the loop, then end the run's record ``FINISHED``, or ``KILLED`` after a signal (the result rides on the
+    :class:`~drama.errors.RunStopped`), or ``FAILED``; the env is closed in every case."""
     try:
-        state = loop.run(stop)
+        loop.run(tracker, stop)
     except RunStopped as stopped:
         tracker.finish("KILLED")
-        s = loop.state
-        stopped.result = FitResult(run_dir, s.step, s.episodes, s.world_model_updates, s.actor_critic_updates,
-                                   list(s.returns), time.perf_counter() - start,
-                                   stopped=signal.Signals(stopped.signum).name)
+        stopped.result = FitResult.of(loop, start, stopped=signal.Signals(stopped.signum).name)
         raise
     except BaseException:
         tracker.finish("FAILED")
         raise
     finally:
-        env.close()
-    result = FitResult(run_dir, state.step, state.episodes, state.world_model_updates, state.actor_critic_updates,
-                       list(state.returns), time.perf_counter() - start)
+        loop.env.close()
+    result = FitResult.of(loop, start)
     tracker.finish("FINISHED")
     return result

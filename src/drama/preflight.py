@@ -58,14 +58,27 @@ def check_device(name: str, key: str = "runtime.device") -> None:
         raise _invalid(key, name, "MPS is not available on this machine: use cpu or auto")
 
 
+def check_backbone(cfg: DramaConfig, device: str | None = None) -> None:
+    """``world_model.backbone.impl=kernel`` needs the mamba-ssm kernels and a CUDA device (``device``, default
+    ``runtime.device``)."""
+    if cfg.world_model.backbone.impl == "kernel":
+        from drama.nn.backbones.kernels import kernel_unavailable_reason
+
+        reason = kernel_unavailable_reason(device or cfg.runtime.device)
+        if reason is not None:
+            raise ConfigError(f"world_model.backbone.impl='kernel' is invalid: {reason} (use auto or torch)")
+
+
 def check_runtime(cfg: DramaConfig) -> None:
     """``runtime.device`` exists here, and what depends on it: ``replay.device=cuda`` needs a CUDA training device,
-    ``bf16-mixed`` on CUDA needs bf16 support, ``torch.compile`` needs a C++ compiler on the CPU and triton on CUDA."""
+    ``bf16-mixed`` on CUDA needs bf16 support, ``torch.compile`` needs a C++ compiler on the CPU and triton on CUDA,
+    the backbone's kernels need CUDA (:func:`check_backbone`)."""
     import torch
 
     from drama.device import resolve_device
 
     check_device(cfg.runtime.device)
+    check_backbone(cfg)
     device = resolve_device(cfg.runtime.device)
     if cfg.replay.device == "cuda" and device.type != "cuda":
         raise _invalid("replay.device", "cuda", f"needs a CUDA training device (runtime.device={cfg.runtime.device!r} "
@@ -263,7 +276,7 @@ def check_resume(cfg: DramaConfig, folder: RunFolder) -> None:
     try:
         newest_good_checkpoint(folder, warn=False)  # the loader says which one it uses
     except CheckpointError as exc:
-        raise CheckpointError(f"--resume {folder.root}: {exc}") from None
+        raise type(exc)(f"--resume {folder.root}: {exc}") from None
     for path in (folder.root, folder.checkpoint.parent):
         if not os.access(path, os.W_OK | os.X_OK):
             raise ConfigError(f"--resume {folder.root}: {path} is not writable by this user")
@@ -272,8 +285,8 @@ def check_resume(cfg: DramaConfig, folder: RunFolder) -> None:
 
 
 def check_evaluation(folder: RunFolder, device: str | None) -> None:
-    """``drama evaluate`` of ``folder``: a run folder whose device (``--device``, else the run's) exists here,
-    whose ``evaluations/`` can be written and whose MLflow store answers."""
+    """``drama evaluate`` of ``folder``: a run folder whose device (``--device``, else the run's) exists here and
+    can run its backbone, whose ``evaluations/`` can be written and whose MLflow store answers."""
     cfg = folder.read_config()
     if device is not None:
         check_device(device, "--device")
@@ -282,6 +295,7 @@ def check_evaluation(folder: RunFolder, device: str | None) -> None:
             check_device(cfg.runtime.device)
         except ConfigError as exc:
             raise ConfigError(f"{exc} (the run's {folder.config.name}; pass --device cpu)") from None
+    check_backbone(cfg, device)
     check_writable_folder(folder.root, "RUN_DIR", str(folder.root))
     check_writable_folder(folder.evaluations, "RUN_DIR", str(folder.root))
     uri = recorded_tracking_uri(folder)

@@ -40,6 +40,7 @@ from drama.scores import (
     RANDOM_SCORES,
     atari_game,
     baselines,
+    human_normalized_percent,
     human_normalized_score,
     published_scores,
 )
@@ -63,7 +64,7 @@ def published_26_game(name: str) -> tuple[float, float, str]:
     if key in PUBLISHED_AGGREGATES:
         mean, median, _ = PUBLISHED_AGGREGATES[key]
         return mean, median, "stated"
-    values = [100 * human_normalized_score(g, v) for g, v in published_table()[name].items()]
+    values = [human_normalized_percent(g, v) for g, v in published_table()[name].items()]
     return float(np.mean(values)), float(np.median(values)), "recomputed"
 
 
@@ -220,7 +221,8 @@ def aggregates(table: dict[str, dict[str, dict[str, Any]]], reps: int = 2000,
                      "reported_median_26": median_26, "reported_how": how,
                      **{m: (float(values[i]), None, None) for i, m in enumerate(METRICS)}}
     for name, baseline in baselines().items() if games else ():
-        scores = np.array([[human_normalized_score(g, baseline.scores[g]) for g in games]])
+        normalized = baseline.human_normalized()
+        scores = np.array([[normalized[g] for g in games]])
         values = aggregate(scores)
         out[name] = {"games": games, "runs": 1, "dropped_runs": 0, "baseline": True,
                      "reported_mean_26": baseline.reported_mean, "reported_median_26": baseline.reported_median,
@@ -318,7 +320,8 @@ def write_csvs(table: dict, aggs: dict, out: Path) -> tuple[Path, Path]:
 
 
 def _episode_returns(run_dir: Path) -> tuple[list[int], list[float]] | None:
-    from drama.tracking import EPISODE_RETURN, Tracker
+    from drama.metrics import EPISODE_RETURN
+    from drama.tracking import Tracker
 
     tracker = Tracker.open(RunFolder(run_dir))
     return None if tracker is None else tracker.metric_history(EPISODE_RETURN)

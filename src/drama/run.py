@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from drama.checkpoint import (
     write_checkpoint,
 )
 from drama.config import ConfigError, DramaConfig, load_config, to_yaml
+from drama.metrics import ENV_STEPS, EPISODE_LENGTH, EPISODE_RETURN
 from drama.version import provenance
 
 CONFIG_FILE = "config.yaml"
@@ -68,8 +69,8 @@ MODEL_KEYS = ("world_model", "actor_critic")
 """Checkpoint entries holding the two models' weights (all an agent needs to act)."""
 
 
-class _InFolder:
-    """A path inside the run folder, as an attribute of :class:`RunFolder`."""
+class InFolder:
+    """A path inside a folder, as an attribute of a folder class (:class:`RunFolder`, the sweep's ``SweepFolder``)."""
 
     def __init__(self, relative: str) -> None:
         self.relative = relative
@@ -84,20 +85,24 @@ class RunFolder:
 
     root: Path
 
-    config = _InFolder(CONFIG_FILE)
-    info = _InFolder(RUN_INFO_FILE)
-    checkpoint = _InFolder(CHECKPOINT_FILE)
-    previous_checkpoint = _InFolder(PREVIOUS_CHECKPOINT_FILE)
-    mlflow_db = _InFolder(MLFLOW_DB_FILE)
-    artifacts = _InFolder(ARTIFACTS_DIR)
-    visuals = _InFolder(VISUALS_DIR)
-    evaluations = _InFolder(EVALUATIONS_DIR)
-    evaluation_videos = _InFolder(EVALUATION_VIDEOS_DIR)
-    lock = _InFolder("run.lock")  # held by the one drama fit writing here, which puts its PID in it (drama.run_lock)
+    config = InFolder(CONFIG_FILE)
+    info = InFolder(RUN_INFO_FILE)
+    checkpoint = InFolder(CHECKPOINT_FILE)
+    previous_checkpoint = InFolder(PREVIOUS_CHECKPOINT_FILE)
+    mlflow_db = InFolder(MLFLOW_DB_FILE)
+    artifacts = InFolder(ARTIFACTS_DIR)
+    visuals = InFolder(VISUALS_DIR)
+    evaluations = InFolder(EVALUATIONS_DIR)
+    evaluation_videos = InFolder(EVALUATION_VIDEOS_DIR)
+    lock = InFolder("run.lock")  # held by the one drama fit writing here, which puts its PID in it (drama.run_lock)
 
     @property
     def name(self) -> str:
         return self.root.name
+
+    def last_good(self) -> str:
+        """The checkpoint a run that stops on an error keeps, as said in its message."""
+        return str(self.checkpoint) if self.checkpoint.exists() else "none (no checkpoint was saved yet)"
 
     def artifact_path(self, path: Path) -> str:
         """The MLflow artifact folder of a file saved in this run folder: its folder relative to the root."""
@@ -177,6 +182,52 @@ def newest_good_checkpoint(folder: RunFolder, warn: bool = True) -> Path:
 
 # ---------------------------------------------------------------------- the training state
 @dataclass
+class LoopState:
+    """The loop's counters (the checkpoint's ``loop`` entry, saved as a dict)."""
+
+    step: int = 0
+    """env steps taken (= rows written)."""
+    episodes: int = 0
+    """finished episodes."""
+    episode_return: float = 0.0
+    """return of the running episode so far."""
+    episode_length: int = 0
+    """env steps of the running episode so far."""
+    last_return: float | None = None
+    """return of the last finished episode."""
+    world_model_updates: int = 0
+    actor_critic_updates: int = 0
+    skipped_updates: int = 0
+    """updates skipped because the buffer had too few valid starts (e.g. short episodes)."""
+    returns: list[float] = field(default_factory=list)
+    """returns of all finished episodes (for summaries)."""
+
+    def count(self, reward: float, episode_end: bool) -> dict[str, float] | None:
+        """Count one env step; at an episode's end, close the episode and return its metrics."""
+        self.step, self.episode_return, self.episode_length = (self.step + 1, self.episode_return + reward,
+                                                               self.episode_length + 1)
+        if not episode_end:
+            return None
+        self.episodes, self.last_return = self.episodes + 1, self.episode_return
+        self.returns.append(self.episode_return)
+        ended = {EPISODE_RETURN: self.episode_return, EPISODE_LENGTH: self.episode_length,
+                 "episode/index": self.episodes}
+        self.episode_return, self.episode_length = 0.0, 0
+        return ended
+
+    def reached(self, target: float | None) -> bool:
+        """Whether the mean of the last 10 episode returns reached ``target`` (None: no target)."""
+        last = self.returns[-10:]
+        return target is not None and len(last) == 10 and sum(last) / 10 >= target
+
+    def progress(self) -> dict[str, float]:
+        """The counters logged with every batch of metrics."""
+        return {ENV_STEPS: self.step, "progress/world_model_updates": self.world_model_updates,
+                "progress/actor_critic_updates": self.actor_critic_updates, "progress/episodes": self.episodes,
+                "progress/skipped_updates": self.skipped_updates}
+
+
+@dataclass
 class TrainingParts:
     """Everything a checkpoint holds, by reference: loading restores the stateful parts in place."""
 
@@ -217,13 +268,20 @@ def save_training_state(fabric, path: Path, parts: TrainingParts, loop: dict[str
                         keep_previous: bool = True) -> Path:
     """Write the checkpoint (the schema above) atomically to ``path``; the file it replaces becomes
     ``previous.ckpt`` next to it (unless not ``keep_previous``). ``fabric``: only its global-zero process writes
-    (None: this process does)."""
+    (None: this process does). An ``OSError`` (e.g. a full disk) gets a note naming the checkpoint (by the env step
+    in ``loop``), its likely size and that the last good one is intact."""
     path = Path(path)
     state = {key: obj.state_dict() for key, obj in _stateful(parts).items()}
     state.update({"loop": loop, "observation": observation, "rng": rng_state()})
     if fabric is None or fabric.is_global_zero:
         previous = path.with_name(Path(PREVIOUS_CHECKPOINT_FILE).name) if keep_previous else None
-        write_checkpoint(path, state, previous if previous != path else None)
+        try:
+            write_checkpoint(path, state, previous if previous != path else None)
+        except OSError as exc:
+            size = f"about {path.stat().st_size / 2**20:,.0f} MiB like the last one, " if path.exists() else ""
+            kept = f"the last good checkpoint {path} is intact" if path.exists() else "no checkpoint was saved before"
+            exc.add_note(f"the checkpoint of env step {loop.get('step')}, {size}in {path.parent}; {kept}")
+            raise
     return path
 
 

@@ -1,5 +1,6 @@
 """Tracking: the :class:`Tracker` through which the loop, ``drama evaluate`` and ``drama report`` reach a run's
-MLflow record, and the :class:`MetricAccumulator` that keeps metrics on the device between two logs.
+MLflow record; the only module that talks to MLflow for one run (the metric keys: :mod:`drama.metrics`; the
+loopback server of ``drama sweep``: :mod:`drama.sweep.server`).
 
 The record is found through the run folder's run-info file (:attr:`drama.run.RunFolder.info`); the store is the
 folder's sqlite file unless ``MLFLOW_TRACKING_URI`` is set, and artifacts go to the folder's artifact directory
@@ -8,38 +9,25 @@ when the experiment is created there. MLflow 3 refuses the old ``./mlruns`` file
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import warnings
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from drama.config import ConfigError
-from drama.processes import terminate_with_parent
+from drama.metrics import RESUMED_KEY
 from drama.run import RunFolder
 
 _PARAMS_PER_BATCH = 100
 """MLflow accepts at most 100 params per ``log_batch``."""
-RESUMED_KEY = "run/resumed_from_step"
-"""Metric logged at each resume (value and step: the checkpoint's env step); see :meth:`Tracker.metric_history`."""
-EPISODE_RETURN, EPISODE_LENGTH = "episode/return", "episode/length"
-"""Metric keys of each finished training episode: its return and length (agent steps), at the env step it ended."""
-ENV_STEPS, STEPS_PER_SECOND = "progress/env_steps", "time/steps_per_second"
-"""Metric keys of the run's progress at each log: env steps done and the training rate (env steps/s)."""
 
 
 def _relocate(folder: RunFolder) -> None:
     """Point the artifact paths in the folder's own sqlite store at this folder when it was copied or moved (they
-    are absolute in MLflow). Nothing happens when they already point here."""
+    are absolute in MLflow). Nothing happens when they already point here.
+
+    Why SQL: MLflow has no public API that changes an experiment's ``artifact_location`` or a run's
+    ``artifact_uri`` once created (``MlflowClient`` sets both only at creation; ``mlflow gc`` and the REST API have
+    nothing either), and a copied run must keep its id, metrics and params, so it cannot be re-created instead."""
     import sqlite3
 
     here = str(folder.artifacts.resolve())
@@ -67,7 +55,10 @@ def _client(uri: str):
 
 
 def ensure_experiment(client, name: str, artifacts: Path) -> str:
-    """The id of experiment ``name``, created with its artifacts under ``artifacts`` if it does not exist yet."""
+    """The id of experiment ``name``, created with its artifacts under ``artifacts`` if it does not exist yet
+    (``client``: an ``MlflowClient``, or a tracking URI)."""
+    if isinstance(client, str):
+        client = _client(client)
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
@@ -109,11 +100,27 @@ class Tracker:
         if info["tracking_uri"] == folder.own_store_uri():
             _relocate(folder)
             # MLflow caches each run's artifact location per process by run id, and a copied folder's run has its
-            # original's id: forget it, so this process writes into this folder.
+            # original's id: forget it, so this process writes into this folder (the cache is private and has no
+            # public way to be cleared; without this, a process that opened the original first writes there).
             from mlflow.tracking._tracking_service import utils
 
             getattr(utils, "_artifact_repos_cache", {}).pop(info["mlflow_run_id"], None)
         return cls(client, info["mlflow_run_id"])
+
+    @classmethod
+    def at(cls, uri: str, run_id: str) -> Tracker:
+        """The record ``run_id`` in the store at ``uri`` (the sweep reads and tags its trials' records this way)."""
+        return cls(_client(uri), run_id)
+
+    def latest_metrics(self) -> dict[str, float]:
+        """The latest value of each of the run's metrics."""
+        return dict(self.client.get_run(self.run_id).data.metrics)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Set the run's ``tags`` in one round trip."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(key, value) for key, value in tags.items()])
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -145,126 +152,3 @@ class Tracker:
     def finish(self, status: str = "FINISHED") -> None:
         """Mark the run ``FINISHED``, ``FAILED`` or ``KILLED``."""
         self.client.set_terminated(self.run_id, status)
-
-
-class MetricAccumulator:
-    """Running means of scalar metrics between two logging points, without host syncs until :meth:`pop`.
-
-    Tensor values are summed as (detached, float32) tensors on their own device, so adding a training step's
-    metrics never waits for the device; :meth:`pop` reads all sums back at once (one transfer per device).
-    """
-
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor | float] = {}
-        self.counts: dict[str, int] = defaultdict(int)
-
-    def add(self, metrics: dict[str, Any], prefix: str = "") -> None:
-        for key, value in metrics.items():
-            value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
-            name = prefix + key
-            self.sums[name] = self.sums[name] + value if name in self.sums else value
-            self.counts[name] += 1
-
-    def pop(self) -> dict[str, float]:
-        """The means since the last pop; resets."""
-        tensors = {key: value for key, value in self.sums.items() if isinstance(value, torch.Tensor)}
-        values = {key: float(value) for key, value in self.sums.items() if not isinstance(value, torch.Tensor)}
-        by_device: dict[torch.device, list[str]] = defaultdict(list)
-        for key, value in tensors.items():
-            by_device[value.device].append(key)
-        for keys in by_device.values():
-            values.update(zip(keys, torch.stack([tensors[k].reshape(()) for k in keys]).tolist(), strict=True))
-        out = {key: values[key] / self.counts[key] for key in self.sums}
-        self.sums.clear()
-        self.counts.clear()
-        return out
-
-
-# ---------------------------------------------------------------------- an MLflow server on loopback
-LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-"""URL opener that never goes through an HTTP(S)_PROXY (the server is on 127.0.0.1)."""
-SERVER_TIMEOUT = 120.0
-"""Seconds for ``mlflow server`` to answer ``/health`` (about 15 s on 2 busy cores)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class MlflowServer:
-    """``python -m mlflow server`` on 127.0.0.1 against ``backend_store_uri``, in its own process group (stopped as
-    a whole: the CLI process and its uvicorn worker; SIGTERM should the process that started it die). Used by
-    ``drama sweep`` (one server per sweep) and the tests."""
-
-    def __init__(self, backend_store_uri: str, workdir: Path, artifact_root: Path | None = None,
-                 log_path: Path | None = None) -> None:
-        self.backend_store_uri, self.workdir, self.artifact_root = backend_store_uri, workdir, artifact_root
-        self.log_path = log_path or workdir / "mlflow-server.log"
-        self.proc: subprocess.Popen | None = None
-        self.url = ""
-
-    def command(self, port: int) -> list[str]:
-        root = ["--default-artifact-root", str(self.artifact_root)] if self.artifact_root else []
-        return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_store_uri, *root,
-                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-
-    def start(self, attempts: int = 3) -> str:
-        """Start it and wait for ``/health``; returns its URL. A new port is tried if another process took the free
-        one before the server bound it."""
-        env = {**os.environ,
-               # no job runner (huey consumers: 7 extra processes, twice the start-up time), no telemetry
-               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-               "DO_NOT_TRACK": "true"}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(attempts):
-            port = free_port()
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(self.command(port), cwd=self.workdir, env=env, stdout=log,
-                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             start_new_session=True, preexec_fn=terminate_with_parent())
-            self.url = f"http://127.0.0.1:{port}"
-            if self._wait_ready():
-                return self.url
-            self.stop()
-        raise ConfigError(f"mlflow server did not start (see {self.log_path})")
-
-    def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + SERVER_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                return False
-            try:
-                with LOOPBACK.open(f"{self.url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        return True
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.5)
-        return False
-
-    def stop(self) -> None:
-        """SIGTERM to the whole process group, SIGKILL if it is still there."""
-        if self.proc is None:
-            return
-        group = self.proc.pid
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(group, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:
-            os.killpg(group, signal.SIGKILL)  # the worker, should it outlive the CLI process
-        except ProcessLookupError:
-            pass
-        self.proc = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

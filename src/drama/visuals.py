@@ -9,6 +9,7 @@
   ("real", "context", "imagined", "reconstruction"), the env step and, on GIF frames, a frame counter. The raw
   functions above keep returning the 64x64 frames (tests check those).
 * :func:`write_gif` / :func:`write_png`: RGB uint8 frames to files (imageio; GIFs play in the MLflow UI).
+* :func:`write_training_visuals`: the three files ``drama fit`` writes every ``train.visuals_every`` env steps.
 """
 
 from __future__ import annotations
@@ -189,3 +190,20 @@ def write_png(image: np.ndarray, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(path, image, extension=".png")
     return path
+
+
+def write_training_visuals(world_model: WorldModel, window: TensorDict, context: int, step: int,
+                           folder: Path) -> list[Path]:
+    """The pictures ``drama fit`` keeps of env ``step``, from the latest replay ``window`` (``context`` real frames,
+    then open-loop imagination): the imagination GIF (raw 64x64 frames), its labelled comparison with reality and
+    the labelled reconstruction image, written to ``folder`` as ``step########_*``. The global RNG state is
+    restored afterwards, so training is unaffected."""
+    device = world_model.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        frames = imagination_frames(world_model, window, context)
+        grid = reconstruction_grid(world_model, window["observation"])
+    tag = f"step{step:08d}"
+    return [write_gif(frames["imagination"], folder / f"{tag}_imagination.gif"),
+            write_gif(labelled_imagination(frames, context, step), folder / f"{tag}_imagination_vs_real.gif",
+                      fps=LABELLED_FPS),
+            write_png(labelled_reconstruction(grid, step), folder / f"{tag}_reconstruction.png")]

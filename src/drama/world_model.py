@@ -27,7 +27,7 @@ from tensordict import TensorDict
 from torch import Tensor
 
 from drama.config import WorldModelConfig
-from drama.device import precision_context
+from drama.device import Runtime
 from drama.nn.backbones import build_backbone
 from drama.nn.distributions import SymlogTwoHot, categorical_kl, free_bits_kl, upcast
 from drama.nn.encoders import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -63,6 +63,8 @@ class WorldModel(L.LightningModule):
                                       cfg.reward_head.layers)
         self.termination_head = ScalarHead(cfg.hidden_dim, 1, cfg.termination_head.hidden,
                                            cfg.termination_head.layers)
+        self.runtime = Runtime()
+        """how it runs (autocast, optimiser step; :mod:`drama.device`): handed over by :mod:`drama.build`."""
         self.loss_fn: Callable[[TensorDict], dict[str, Tensor]] | None = None
         """what :meth:`training_step` calls for the losses: None = :meth:`compute_losses` (eager), else its
         compiled form (:func:`drama.nn.compile.compile_hot_paths`)."""
@@ -132,8 +134,8 @@ class WorldModel(L.LightningModule):
         return self.termination_head(h).squeeze(-1) > 0
 
     def autocast(self):
-        """Fabric's precision context when set up with Fabric, else a no-op (device-agnostic)."""
-        return precision_context(self)
+        """The precision context of its runtime (bf16 autocast under ``bf16-mixed``; none in float32)."""
+        return self.runtime.autocast()
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:

@@ -141,8 +141,8 @@ def test_imagination_frequencies_follow_the_score_softmax(sampler, alpha, beta):
     hits = empirical(replay, "imagination", 1, 2000)
     stat, threshold = chi_square(hits, expected)
     if sampler == "dfs":
-        torch.testing.assert_close(replay.sampler.probabilities(replay.storage, "imagination", 1)[1],
-                                   expected.double())
+        starts = replay.sampler.valid_starts(replay.storage, 1)  # first-draw probabilities: softmax of the logits
+        torch.testing.assert_close(torch.softmax(replay.sampler.logits(starts, "imagination"), 0), expected.double())
         assert stat < threshold, (hits, expected)
     else:
         assert stat > 5 * threshold

@@ -150,20 +150,21 @@ def test_state_dict_round_trip_resumes_bitwise(sampler):
     _assert_same_state(original, restored)
 
 
-def test_dumps_loads_round_trip_resumes_bitwise(tmp_path):
+def test_torchrl_dumps_loads_round_trip_resumes_bitwise(tmp_path):
+    """The samplers keep TorchRL's ``ReplayBuffer.dumps`` / ``loads`` contract (a buffer written to a folder)."""
     original = make_replay(64, seed=None)  # private generator seeded from the global RNG
     original.extend(rows(0, 50))
     _, t = _run(original, 50, 30)
-    original.dumps(tmp_path / "replay")
+    original.buffer.dumps(tmp_path / "replay")
     restored = make_replay(64, seed=7)
-    restored.loads(tmp_path / "replay")
+    restored.buffer.loads(tmp_path / "replay")
     _assert_same_state(original, restored)
     expected, _ = _run(original, t, 30)
     got, _ = _run(restored, t, 30)
     assert all(torch.equal(x, y) for x, y in zip(expected, got, strict=True))
     _assert_same_state(original, restored)
-    original.dumps(tmp_path / "replay")  # overwriting a dump works
-    restored.loads(tmp_path / "replay")
+    original.buffer.dumps(tmp_path / "replay")  # overwriting a dump works
+    restored.buffer.loads(tmp_path / "replay")
     _assert_same_state(original, restored)
 
 

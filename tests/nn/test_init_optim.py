@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from drama.config import OptimConfig
+from drama.device import Runtime
 from drama.nn.init import orthogonal_
 from drama.nn.laprop import LaProp
 from drama.nn.optim import (
@@ -95,6 +96,7 @@ class _Model(nn.Module):
         self.optimizer = build_optimizer([p for p in self.parameters() if p.requires_grad],
                                          OptimConfig(lr=lr, eps=1e-8))
         self.lr_warmup = build_warmup(self.optimizer, warmup)
+        self.runtime = Runtime()  # plain PyTorch, as drama.build hands a model built stand-alone
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.frozen(self.lin(x))

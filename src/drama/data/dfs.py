@@ -252,11 +252,6 @@ class DynamicFrequencySampler(WindowSampler):
         score = c - self.alpha * m - self.beta * (c - m).clamp_min(0.0)
         return score / self.imagination_tau
 
-    def probabilities(self, storage: Storage, mode: str, length: int) -> tuple[Tensor, Tensor]:
-        """``(starts, p)``: the valid starts and their probabilities of being drawn first (for tests, analysis)."""
-        starts = self.valid_starts(storage, length)
-        return starts, torch.softmax(self.logits(starts, mode), 0)
-
     def _draw(self, starts: Tensor, batch_size: int, mode: str) -> Tensor:
         logits = self.logits(starts, mode)
         weights = (logits - logits.max()).exp_().clamp_min_(torch.finfo(torch.float64).tiny)

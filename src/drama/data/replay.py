@@ -8,7 +8,6 @@ next-observation), ``action``, ``reward``, ``termination`` (training target: ter
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -210,14 +209,10 @@ class Replay:
             self.storage._storage = TensorDict(rows, batch_size=[self.capacity])
             state_dict = {**state_dict, "_storage": {**storage, "_storage": rows}}
         self.buffer.load_state_dict(state_dict)
-
-    def dumps(self, path: str | Path) -> None:
-        """Write the whole buffer (storage, writer, sampler, RNG) under directory ``path``."""
-        self.buffer.dumps(path)
-
-    def loads(self, path: str | Path) -> None:
-        """Restore a buffer written by :meth:`dumps` (same capacity and sampler)."""
-        self.buffer.loads(path)
+        writer = self.buffer._writer._cursor
+        if self.sampler.cursor != writer:  # the sampler follows the writer slot by slot (drama.data.dfs)
+            raise ValueError(f"replay state is inconsistent: the sampler's write position {self.sampler.cursor} is "
+                             f"not the writer's {writer}")
 
 
 def _map_tensors(tree: Any, fn) -> Any:

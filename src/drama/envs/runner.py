@@ -1,10 +1,10 @@
 """EnvRunner: the training loop's single environment, with a resumable state.
 
 Wraps the TorchRL env of :func:`drama.envs.factory.make_env` behind ``reset() -> observation`` and
-``step(action) -> StepResult``. Its :meth:`state_dict` records what the env's own RNGs looked like before the
-running episode's reset (reset-seed counter, no-op RNG) and the actions taken since, so that
-:meth:`load_state_dict` rebuilds the exact emulator state by resetting and replaying them: ALE with sticky
-actions off and seeded resets is deterministic, and so are the seeded gymnasium control tasks.
+``step(action) -> StepResult`` (which also gives the step's replay row). Its :meth:`state_dict` records what the
+env's own RNGs looked like before the running episode's reset (reset-seed counter, no-op RNG) and the actions taken
+since, so that :meth:`load_state_dict` rebuilds the exact emulator state by resetting and replaying them: ALE with
+sticky actions off and seeded resets is deterministic, and so are the seeded gymnasium control tasks.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tensordict import TensorDict
 from torch import Tensor
 
 from drama.config import EnvConfig
@@ -32,6 +33,26 @@ class StepResult:
     terminated: bool
     truncated: bool
     life_loss: bool
+    acted_on: Tensor
+    """the observation the action was taken on (o_t)."""
+    action: int
+    """the action taken (a_t)."""
+
+    @property
+    def episode_end(self) -> bool:
+        """The episode's last step: terminated or truncated."""
+        return self.terminated or self.truncated
+
+    def replay_row(self) -> TensorDict:
+        """The step as one replay row (batch ``[1]``; keys and meaning: :mod:`drama.data.replay`): ``o_t``,
+        ``a_t``, ``r_t``, the training target ``termination`` (terminated or a life lost) and ``episode_end``."""
+        return TensorDict({
+            "observation": self.acted_on.unsqueeze(0),
+            "action": torch.tensor([self.action]),
+            "reward": torch.tensor([self.reward], dtype=torch.float32),
+            "termination": torch.tensor([self.terminated or self.life_loss]),
+            "episode_end": torch.tensor([self.episode_end]),
+        }, batch_size=[1])
 
 
 def _find_wrapper(env, kind):
@@ -81,12 +102,14 @@ class EnvRunner:
         return self.reset()
 
     def step(self, action: int) -> StepResult:
+        """Take ``action`` on the current observation; the result also gives the step's replay row."""
+        acted_on = self._td["observation"]
         self._td["action"] = torch.tensor(action, dtype=torch.int64)
         out = self.env.step(self._td)["next"]
         self._episode_actions.append(int(action))
         self._td = out.exclude("reward", "terminated", "truncated", "done", "life_loss")
         return StepResult(out["observation"], float(out["reward"].item()), bool(out["terminated"].item()),
-                          bool(out["truncated"].item()), bool(out["life_loss"].item()))
+                          bool(out["truncated"].item()), bool(out["life_loss"].item()), acted_on, int(action))
 
     def state_dict(self) -> dict[str, Any]:
         return {"before_reset": copy.deepcopy(self._before_reset), "episode_actions": list(self._episode_actions)}

@@ -25,25 +25,11 @@ def build_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int) -> LambdaL
 
 
 def optimizer_step(module: torch.nn.Module, loss: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
-    """One manual-optimisation step of a LightningModule: zero grads, backward, clip, step, warm-up step.
-
-    Uses Fabric's wrapped optimizer, ``fabric.backward`` and ``fabric.clip_gradients`` when the module was set up
-    with ``fabric.setup``; otherwise plain PyTorch, so modules also work stand-alone (tests, notebooks). The
-    module must have ``optimizer`` and ``lr_warmup`` attributes (set by its ``configure_optimizers``). Returns the
-    gradient norm before clipping.
-    """
-    fabric = getattr(module, "fabric", None)
-    if fabric is not None:
-        optimizer = module.optimizers()  # type: ignore[operator]
-        optimizer.zero_grad(set_to_none=True)
-        fabric.backward(loss)
-        grad_norm = fabric.clip_gradients(module, optimizer, max_norm=max_grad_norm)
-    else:
-        optimizer = module.optimizer  # type: ignore[assignment]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in module.parameters() if p.requires_grad], max_norm=max_grad_norm)
+    """One manual-optimisation step of a model: zero grads, backward, clip (through ``module.runtime``, a
+    :class:`drama.device.Runtime`: Fabric's when the module was set up with Fabric, plain PyTorch otherwise), LaProp
+    step, warm-up step. The module must have ``runtime``, ``optimizer`` and ``lr_warmup`` attributes (the last two
+    set by its ``configure_optimizers``). Returns the gradient norm before clipping."""
+    optimizer, grad_norm = module.runtime.backward(module, loss, max_grad_norm)  # type: ignore[operator]
     optimizer.step()
     module.lr_warmup.step()  # type: ignore[operator]
     return grad_norm.detach()

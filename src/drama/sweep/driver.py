@@ -1,11 +1,9 @@
 """The sweep's driver: its MLflow server, Ray, the trials as Ray tasks, ``sweep.json``, the live table, the report.
 
-This module owns the sweep folder's layout: ``<runtime.output_dir, default runs/sweeps>/<name>/`` holds
-``sweep.json`` (every trial's status, grid values, attempts, result or one-line error, and the latest value of each
-of its metrics as read back from the tracking server named by its ``tracking_uri``), ``logs/<trial>.log`` (its
-commands' output), ``logs/mlflow-server.log``, the MLflow store ``mlflow.db`` + ``mlartifacts/``, ``report/`` and
-one run folder per trial. Running the same command again continues: a trial with an evaluation JSON is skipped, one
-with a checkpoint continues with ``drama fit --resume``.
+The sweep folder's layout is :mod:`drama.sweep.folder`'s; ``sweep.json`` (every trial's status, grid values,
+attempts, result or one-line error, and the latest value of each of its metrics as read back from the tracking server
+named by its ``tracking_uri``) is written here. Running the same command again continues: a trial with an evaluation
+JSON is skipped, one with a checkpoint continues with ``drama fit --resume``.
 
 MLflow: unless ``MLFLOW_TRACKING_URI`` is set, the driver starts ``mlflow server`` on loopback against the sweep's
 sqlite store for the sweep's duration (stopped at the end, also on Ctrl-C or an error; it gets SIGTERM should the
@@ -26,29 +24,21 @@ from typing import Any
 
 from drama.run import RunFolder, write_atomic
 from drama.sweep.file import Sweep, Trial, format_value
+from drama.sweep.folder import SweepFolder
 from drama.sweep.progress import SweepProgress
+from drama.sweep.server import MlflowServer
 from drama.sweep.trial import TrialCrashed, run_trial
-from drama.tracking import MlflowServer, ensure_experiment
+from drama.tracking import ensure_experiment
 
-SWEEP_FILE = "sweep.json"
-LOGS_DIR = "logs"
-REPORT_DIR = "report"
-MLFLOW_DB_FILE = "mlflow.db"
-ARTIFACTS_DIR = "mlartifacts"
 OBJECT_STORE_BYTES = 100 * 1024 ** 2
 """Ray's object store of a local sweep: the trials pass only small JSON results."""
-
-
-def evaluated(trial_dir: Path) -> bool:
-    evaluations = RunFolder(trial_dir).evaluations
-    return evaluations.is_dir() and any(evaluations.glob("*.json"))
 
 
 class _Record:
     """``sweep.json``: the sweep's trials and their statuses, rewritten atomically at every change."""
 
     def __init__(self, sweep: Sweep) -> None:
-        self.path = sweep.folder / SWEEP_FILE
+        self.path = SweepFolder(sweep.folder).record
         old = {}
         if self.path.is_file():
             try:
@@ -84,9 +74,7 @@ def _point_run_at(trial_dir: Path, uri: str) -> None:
 def _create_experiment(uri: str, name: str, artifacts: Path) -> None:
     """The sweep's experiment, created once before the trials (two trials creating it at once would race, and the
     first one would put every trial's artifacts into its own folder)."""
-    from mlflow.tracking import MlflowClient
-
-    ensure_experiment(MlflowClient(tracking_uri=uri), name, artifacts)
+    ensure_experiment(uri, name, artifacts)
 
 
 def _start_ray(sweep: Sweep, address: str | None, max_concurrent: int | None) -> None:
@@ -135,10 +123,10 @@ class _Driver:
         self.tagged: set[str] = set()
 
     def trial_dir(self, trial: Trial) -> Path:
-        return (self.sweep.folder / trial.name).resolve()
+        return SweepFolder(self.sweep.folder).trial(trial.name).resolve()
 
     def log(self, trial: Trial) -> Path:
-        return (self.sweep.folder / LOGS_DIR / f"{trial.name}.log").resolve()
+        return SweepFolder(self.sweep.folder).trial_log(trial.name).resolve()
 
     def run(self, todo: list[Trial], finished: int) -> None:
         import ray
@@ -177,9 +165,7 @@ class _Driver:
         tags = {"sweep": self.sweep.name, "sweep.trial": trial.name,
                 **{f"sweep.{key}": format_value(value) for key, value in trial.grid.items()}}
         try:
-            from mlflow.entities import RunTag
-
-            self.progress.client().log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+            self.progress.record(run_id).set_tags(tags)
         except Exception:  # noqa: BLE001 - a busy server: tagged at the next poll
             return
         self.tagged.add(trial.name)
@@ -209,21 +195,32 @@ class _Driver:
         self.progress.say(f"[{finished}/{total}] done {trial.name} (return {result.get('mean')})")
 
 
+def _start_server(folder: SweepFolder, progress: SweepProgress, timings: dict[str, float]) -> MlflowServer:
+    """The sweep's MLflow server on loopback against its own store; the table reads from it."""
+    t0, own_uri = time.monotonic(), folder.own_store_uri()
+    server = MlflowServer(own_uri, folder.root.resolve(), artifact_root=folder.artifacts.resolve(),
+                          log_path=folder.server_log.resolve())
+    progress.uri = server.start()
+    timings["mlflow_server_start_s"] = round(time.monotonic() - t0, 1)
+    progress.say(f"MLflow server {server.url} (store {own_uri}); open it with: mlflow ui --backend-store-uri {own_uri}")
+    return server
+
+
 def run_sweep(sweep: Sweep, address: str | None = None, max_concurrent: int | None = None,
               refresh: float = 10.0) -> dict[str, Any]:
     """Run every trial not yet evaluated; write ``sweep.json`` and the report; return the summary."""
-    folder = sweep.folder
-    (folder / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+    folder = SweepFolder(sweep.folder)
+    folder.logs.mkdir(parents=True, exist_ok=True)
     record = _Record(sweep)
-    todo = [t for t in sweep.trials if not evaluated(folder / t.name)]
+    todo = [t for t in sweep.trials if not folder.evaluated(t.name)]
     skipped = [t.name for t in sweep.trials if t not in todo]
-    own_uri = f"sqlite:///{folder.resolve() / MLFLOW_DB_FILE}"
+    own_uri = folder.own_store_uri()
     uri = os.environ.get("MLFLOW_TRACKING_URI") or own_uri
     server: MlflowServer | None = None
     timings: dict[str, float] = {}
     started_ray = False
     driver: _Driver | None = None
-    progress = SweepProgress(sweep.trials, folder, uri, refresh=refresh)
+    progress = SweepProgress(sweep.trials, folder.root, uri, refresh=refresh)
     handlers = _signal_handlers()  # ray.init installs its own and leaves them behind: restored at the end
     try:
         with progress:
@@ -234,14 +231,9 @@ def run_sweep(sweep: Sweep, address: str | None = None, max_concurrent: int | No
                 progress.say(f"skip {name} (already evaluated)")
             if todo:
                 if not os.environ.get("MLFLOW_TRACKING_URI"):
-                    t0 = time.monotonic()
-                    server = MlflowServer(own_uri, folder.resolve(), artifact_root=folder.resolve() / ARTIFACTS_DIR,
-                                          log_path=folder.resolve() / LOGS_DIR / "mlflow-server.log")
-                    uri = progress.uri = server.start()
-                    timings["mlflow_server_start_s"] = round(time.monotonic() - t0, 1)
-                    progress.say(f"MLflow server {uri} (store {own_uri}); open it with: mlflow ui "
-                                 f"--backend-store-uri {own_uri}")
-                _create_experiment(uri, sweep.name, folder / ARTIFACTS_DIR)
+                    server = _start_server(folder, progress, timings)
+                    uri = server.url
+                _create_experiment(uri, sweep.name, folder.artifacts)
                 record.data["tracking_uri"] = uri  # where this driver's trials log and their metrics are read
                 record.write()
                 t0 = time.monotonic()
@@ -256,12 +248,12 @@ def run_sweep(sweep: Sweep, address: str | None = None, max_concurrent: int | No
                 t0 = time.monotonic()
                 driver.run(todo, finished=len(skipped))
                 timings["trials_s"] = round(time.monotonic() - t0, 1)
-        finished_dirs = [folder / t.name for t in sweep.trials if evaluated(folder / t.name)]
+        finished_dirs = [folder.trial(t.name) for t in sweep.trials if folder.evaluated(t.name)]
         report_paths: dict[str, str] = {}
         if finished_dirs:
             from drama.report import report
 
-            report_paths = report(finished_dirs, out=folder / REPORT_DIR)
+            report_paths = report(finished_dirs, out=folder.report)
     finally:
         if started_ray:
             import ray
@@ -271,6 +263,6 @@ def run_sweep(sweep: Sweep, address: str | None = None, max_concurrent: int | No
             server.stop()
         _restore_signal_handlers(handlers)
     done, failed = (driver.done, driver.failed) if driver else ([], [])
-    return {"sweep_dir": str(folder), "trials": len(sweep.trials), "done": len(done), "failed": len(failed),
+    return {"sweep_dir": str(folder.root), "trials": len(sweep.trials), "done": len(done), "failed": len(failed),
             "skipped": len(skipped), "failed_trials": failed, "report": report_paths.get("markdown"),
             "sweep_json": str(record.path), **timings}

@@ -133,6 +133,20 @@ def _section(path: Path, spec: dict[str, Any], key: str, allowed: tuple[str, ...
     return section
 
 
+def _check_grid(path: Path, grid: dict[str, Any], base_cfg: DictConfig) -> None:
+    """Each key of the sweep file's ``grid`` is a config key of ``base_cfg`` not set by the sweep itself, with a
+    non-empty list of values."""
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: grid key {key!r} needs a non-empty list of values")
+        if key in RESERVED_KEYS:
+            raise ConfigError(f"{path}: grid key {key!r} is set by the sweep itself")
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(base_cfg, parent) if parent else base_cfg
+        if not isinstance(node, DictConfig) or leaf not in node:
+            raise ConfigError(f"{path}: grid key {key!r} is not a config key")
+
+
 def load_sweep(path: str | Path, cli_overrides: list[str] | None = None) -> Sweep:
     """Read and validate the sweep file and every trial's config; writes nothing. Raises :class:`ConfigError`."""
     path = find_config_file(path, "sweep file")
@@ -172,16 +186,7 @@ def load_sweep(path: str | Path, cli_overrides: list[str] | None = None) -> Swee
     if not isinstance(grid, dict) or not grid:
         raise ConfigError(f"{path}: grid is empty: give at least one key with a list of values")
     base_cfg = OmegaConf.structured(load_config(base, overrides))
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{path}: grid key {key!r} needs a non-empty list of values")
-        if key in RESERVED_KEYS:
-            raise ConfigError(f"{path}: grid key {key!r} is set by the sweep itself")
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(base_cfg, parent) if parent else base_cfg
-        if not isinstance(node, DictConfig) or leaf not in node:
-            raise ConfigError(f"{path}: grid key {key!r} is not a config key")
-
+    _check_grid(path, grid, base_cfg)
     output_dir = _override_value(overrides, "runtime.output_dir") or DEFAULT_OUTPUT_DIR
     sweep = Sweep(path=path, name=name, base=base, overrides=overrides, grid=grid, episodes=episodes, cpus=cpus,
                   gpus=gpus, retries=retries, folder=Path(output_dir) / name)

@@ -23,12 +23,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from drama.metrics import ENV_STEPS, EPISODE_RETURN, STEPS_PER_SECOND
 from drama.run import RunFolder
+from drama.sweep.folder import SweepFolder
 from drama.sweep.trial import current_command
-from drama.tracking import ENV_STEPS, EPISODE_RETURN, STEPS_PER_SECOND
+from drama.tracking import Tracker
 
 STEPS_KEY, RATE_KEY, RETURN_KEY = ENV_STEPS, STEPS_PER_SECOND, EPISODE_RETURN
-"""The trial metrics the table shows (logged by :mod:`drama.loop`, keys owned by :mod:`drama.tracking`)."""
+"""The trial metrics the table shows (logged by :mod:`drama.loop`, keys owned by :mod:`drama.metrics`)."""
 STATES = ("pending", "starting", "fit", "evaluate", "done", "failed")
 """A trial's states, in order: ``starting`` is submitted with no metrics yet; ``fit`` and ``evaluate`` name the
 command under way."""
@@ -92,8 +94,9 @@ class SweepProgress:
         self.started = time.monotonic()
         self._last_poll = -math.inf
         self._printed: dict[str, str] = {}
-        self._client: Any = None
         self._live: Live | None = None
+        self._client: tuple[str, Any] | None = None
+        """(tracking URI, its MLflow client), made at the first read."""
 
     # -------------------------------------------------------------- events
     def __enter__(self) -> SweepProgress:
@@ -125,17 +128,16 @@ class SweepProgress:
         self._redraw()
 
     # -------------------------------------------------------------- metrics
-    def client(self) -> Any:
-        """The MLflow client of the tracking URI the trials log to (one for the sweep; the driver tags with it)."""
-        if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(tracking_uri=self.uri)
-        return self._client
+    def record(self, run_id: str) -> Tracker:
+        """A trial's MLflow record through the tracking URI the trials log to (the driver tags with it); one client
+        for the sweep."""
+        if self._client is None or self._client[0] != self.uri:
+            self._client = (self.uri, Tracker.at(self.uri, run_id).client)
+        return Tracker(self._client[1], run_id)
 
     def run_id(self, name: str) -> str | None:
         """The trial's MLflow run id from its ``run.json``; None before its ``drama fit`` created the run."""
-        info = RunFolder(self.folder / name).read_info()
+        info = RunFolder(SweepFolder(self.folder).trial(name)).read_info()
         return None if info is None else info["mlflow_run_id"]
 
     def metrics(self, name: str) -> dict[str, float] | None:
@@ -145,7 +147,7 @@ class SweepProgress:
         if run_id is None:
             return None
         try:
-            return dict(self.client().get_run(run_id).data.metrics)
+            return self.record(run_id).latest_metrics()
         except Exception:  # noqa: BLE001 - a busy or restarting server: keep the last numbers
             return None
 
@@ -158,7 +160,7 @@ class SweepProgress:
         for status in self.trials.values():
             if status.state not in RUNNING:
                 continue
-            command = current_command(self.folder / "logs" / f"{status.name}.log")
+            command = current_command(SweepFolder(self.folder).trial_log(status.name))
             metrics = self.metrics(status.name)
             if metrics is not None and STEPS_KEY in metrics:
                 status.step = int(metrics[STEPS_KEY])

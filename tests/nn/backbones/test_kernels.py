@@ -52,10 +52,10 @@ def test_kernel_unavailable_reason() -> None:
 ])
 def test_config_rejects_kernel_where_it_cannot_run(overrides: list[str], message: str) -> None:
     """Rejected when the config loads (no such kernel) or at build time (this machine), before a run folder."""
-    from drama.build import check_buildable
+    from drama.preflight import check_backbone
 
     with pytest.raises(ConfigError, match=message) as info:
-        check_buildable(load_config(None, overrides))
+        check_backbone(load_config(None, overrides))
     assert "\n" not in str(info.value)
 
 

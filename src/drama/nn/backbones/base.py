@@ -15,12 +15,24 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor, nn
 
+from drama.nn.norm import RMSNorm
+
 
 class Backbone(nn.Module, ABC):
     """Sequence model ``(B, L, input_dim) -> (B, L, output_dim)`` with a recurrent ``step``."""
 
     input_dim: int
     output_dim: int
+
+    def _init_stem(self, input_dim: int, d_model: int, n_layer: int) -> None:
+        """The sizes and the stem every backbone starts with: ``Linear(input_dim, d_model)`` then RMSNorm (eps
+        1e-6), the reference's input projection of ``[z_t, a_t]``."""
+        if n_layer < 1:
+            raise ValueError(f"n_layer must be >= 1, got {n_layer}")
+        self.input_dim, self.output_dim = input_dim, d_model
+        self.d_model, self.n_layer = d_model, n_layer
+        self.stem_proj = nn.Linear(input_dim, d_model, bias=True)
+        self.stem_norm = RMSNorm(d_model, eps=1e-6)
 
     def _state_placement(self, device: torch.device | None,
                          dtype: torch.dtype | None) -> tuple[torch.device, torch.dtype]:

@@ -15,7 +15,6 @@ from torch import Tensor, nn
 
 from drama.nn.backbones.base import Backbone
 from drama.nn.backbones.mixer_model import stem
-from drama.nn.norm import RMSNorm
 
 
 class GRUBackbone(Backbone):
@@ -23,12 +22,7 @@ class GRUBackbone(Backbone):
 
     def __init__(self, input_dim: int, d_model: int = 512, n_layer: int = 2) -> None:
         super().__init__()
-        if n_layer < 1:
-            raise ValueError(f"n_layer must be >= 1, got {n_layer}")
-        self.input_dim, self.output_dim = input_dim, d_model
-        self.d_model, self.n_layer = d_model, n_layer
-        self.stem_proj = nn.Linear(input_dim, d_model, bias=True)
-        self.stem_norm = RMSNorm(d_model, eps=1e-6)
+        self._init_stem(input_dim, d_model, n_layer)
         self.gru = nn.GRU(d_model, d_model, num_layers=n_layer, batch_first=True)
         nn.init.zeros_(self.stem_proj.bias)
 

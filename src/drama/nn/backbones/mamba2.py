@@ -50,6 +50,23 @@ def _check_shapes(x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
     return b, l, h, p, g, n
 
 
+def _chunk_states(S: Tensor, s: Tensor, initial_state: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Step 3 of :func:`ssd_chunked`: the recurrence H_k = exp(alpha_k) H_{k-1} + S_k over the chunk states ``S``
+    (b, k, g, r, p, n; float32 or wider) with alpha_k the last cumulative log-decay of chunk k (``s``: b, k, g, r,
+    q), as one (k+1)x(k+1) matrix over [H_init, S_0..S_{k-1}]: row z is the state entering chunk z, row k the final
+    state. Returns (the states entering chunks 0..k-1, the final state (b, g, r, p, n))."""
+    b, _, g, r, p, n = S.shape
+    if initial_state is None:
+        H0 = torch.zeros(b, g, r, p, n, dtype=S.dtype, device=S.device)
+    else:
+        H0 = initial_state.to(S.dtype).reshape(b, g, r, p, n)
+    states = torch.cat([H0.unsqueeze(1), S], dim=1)  # (b, k+1, g, r, p, n)
+    alpha = F.pad(s[..., -1], (0, 0, 0, 0, 1, 0))  # [0, alpha_0..alpha_{k-1}], (b, k+1, g, r)
+    chunk_decay = torch.exp(_segsum(alpha.permute(0, 2, 3, 1)))  # (b, g, r, k+1, k+1)
+    H_all = torch.einsum("bgrzc,bcgrpn->bzgrpn", chunk_decay, states)
+    return H_all[:, :-1], H_all[:, -1]
+
+
 def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
                 initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Chunked SSD scan (Dao & Gu 2024, Listing 1), an exact regrouping of the recurrence
@@ -98,17 +115,8 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     decay_to_end = torch.exp(s[..., -1:] - s).to(dtype).permute(0, 1, 4, 2, 3)  # (b, k, q, g, r)
     S = torch.einsum("bkjgn,bkjgrp->bkgrpn", B, xbar * decay_to_end.unsqueeze(-1)).to(acc)
 
-    # 3. Inter-chunk recurrence H_k = exp(alpha_k) H_{k-1} + S_k as one (k+1)x(k+1) matrix over
-    #    [H_init, S_0..S_{k-1}]: row z is the state entering chunk z (row k is the final state).
-    if initial_state is None:
-        H0 = torch.zeros(b, g, r, p, n, dtype=acc, device=x.device)
-    else:
-        H0 = initial_state.to(acc).reshape(b, g, r, p, n)
-    states = torch.cat([H0.unsqueeze(1), S], dim=1)  # (b, k+1, g, r, p, n)
-    alpha = F.pad(s[..., -1], (0, 0, 0, 0, 1, 0))  # [0, alpha_0..alpha_{k-1}], (b, k+1, g, r)
-    chunk_decay = torch.exp(_segsum(alpha.permute(0, 2, 3, 1)))  # (b, g, r, k+1, k+1)
-    H_all = torch.einsum("bgrzc,bcgrpn->bzgrpn", chunk_decay, states)
-    H_enter, H_final = H_all[:, :-1], H_all[:, -1]
+    # 3. Inter-chunk recurrence (the states entering each chunk and the final one).
+    H_enter, H_final = _chunk_states(S, s, initial_state)
 
     # 4. State-to-output term Y_off[k, i] = exp(s_k(i)) H_{k-1} C_{k,i}.
     decay_in = torch.exp(s).permute(0, 1, 4, 2, 3).unsqueeze(-1)  # (b, k, q, g, r, 1)

@@ -99,12 +99,7 @@ class MixerModel(Backbone):
 
     def __init__(self, input_dim: int, d_model: int, n_layer: int, make_mixer: Callable[[], Mixer]) -> None:
         super().__init__()
-        if n_layer < 1:
-            raise ValueError(f"n_layer must be >= 1, got {n_layer}")
-        self.input_dim, self.output_dim = input_dim, d_model
-        self.d_model, self.n_layer = d_model, n_layer
-        self.stem_proj = nn.Linear(input_dim, d_model, bias=True)
-        self.stem_norm = RMSNorm(d_model, eps=1e-6)
+        self._init_stem(input_dim, d_model, n_layer)
         self.layers = nn.ModuleList(_Block(d_model, make_mixer()) for _ in range(n_layer))
         self.norm_f = RMSNorm(d_model, eps=1e-5)
         self._init_weights()

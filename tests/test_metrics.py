@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from drama.tracking import MetricAccumulator
+from drama.metrics import MetricAccumulator
 
 
 def test_means_of_tensors_and_floats_with_prefixes():
