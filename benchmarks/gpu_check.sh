@@ -87,7 +87,8 @@ EOF
 KERNELS=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['mamba_ssm_kernels'])" \
     "$OUT/environment.json" 2>/dev/null || echo unknown)
 
-step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/nn/backbones/test_kernels.py \
+# -o addopts=-ra: the GPU machine has no pytest-xdist, which pyproject's addopts (-n auto) would need
+step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -o addopts=-ra -m gpu tests/nn/backbones/test_kernels.py \
     tests/data/test_replay.py
 
 if [[ $SMOKE == 1 ]]; then
