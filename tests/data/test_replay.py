@@ -281,3 +281,14 @@ def test_replay_on_cuda_draws_what_the_host_replay_draws(storage):
     restored = Replay(cfg, 4, 16, device=storage, batch_device="cuda")
     restored.load_state_dict(other.state_dict())
     assert torch.equal(restored.sample("world_model", 4, 8)["t"].cpu(), host.sample("world_model", 4, 8)["t"])
+
+
+def test_a_state_whose_sampler_is_out_of_step_with_the_writer_is_refused():
+    """The sampler follows the writer slot by slot; a state where they disagree (hand-edited, or from another
+    buffer) would draw windows across the write position, so loading it fails naming both positions."""
+    original = make_replay(64)
+    original.extend(rows(0, 50))
+    state = original.state_dict()
+    state["_sampler"] = {**state["_sampler"], "cursor": 7}
+    with pytest.raises(ValueError, match="write position 7 is not the writer's 50"):
+        make_replay(64).load_state_dict(state)
