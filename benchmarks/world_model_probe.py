@@ -1,0 +1,149 @@
+"""Can a world model learn a run's game? Train a fresh one on the run's replay and watch what it learns.
+
+    python benchmarks/world_model_probe.py RUN_DIR --updates 1500 --every 250 [--set KEY=VALUE ...]
+        [--threads 1] [--holdout 4000] [--seed 0] [--out FILE]
+
+Builds the world model of ``RUN_DIR``'s config (plus ``--set`` overrides, e.g. ``world_model.encoder.depth=16``),
+trains it with its own optimiser and the run's precision on windows of ``train.batch_size`` x
+``train.batch_length`` rows drawn uniformly from the run's final replay, all but the last ``--holdout`` rows, and
+every ``--every`` updates measures it on 64 fixed windows of the held-out rows (other episodes than the training
+rows, mostly):
+
+* ``reward_loss`` (the two-hot loss), ``reward_auc`` (how often a rewarded row gets a larger predicted reward than
+  an unrewarded one: 0.5 is chance) and ``reward_correlation`` over all rows, from ``h_t`` of the posterior rollout;
+* ``kl``: the mean KL between posterior and prior (nats per latent; how much the frames tell beyond the
+  prediction: a world model that ignores the moving objects sits near the free-bits floor);
+* ``reconstruction``: summed squared error per frame, and ``foreground``: the mean squared error on the pixels
+  that differ from their window's temporal median by more than 0.1 (the moving sprites), against
+  ``foreground_zero``, the error of drawing the median there.
+
+Separates "the world model cannot represent this game" from "the agent has not trained long enough" without a
+multi-hour learning run; compares settings at equal updates (``seconds_per_update`` says what each costs). Used
+for the laptop preset's diagnosis (docs/decisions.md); not a CI test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    if a.numel() < 3 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1])
+
+
+def _auc(score: torch.Tensor, positive: torch.Tensor) -> float | None:
+    pos, neg = score[positive].double(), score[~positive].double()
+    if pos.numel() == 0 or neg.numel() == 0:
+        return None
+    ranks = torch.cat([pos, neg]).argsort().argsort().double() + 1  # ties broken arbitrarily
+    return float((ranks[: pos.numel()].sum() - pos.numel() * (pos.numel() + 1) / 2) / (pos.numel() * neg.numel()))
+
+
+def windows(data, starts: torch.Tensor, length: int):
+    from tensordict import TensorDict
+
+    index = starts[:, None] + torch.arange(length)
+    batch = {key: data[key][index] for key in ("observation", "action", "reward", "termination")}
+    batch["action"] = batch["action"].reshape(index.shape).long()
+    batch["reward"] = batch["reward"].reshape(index.shape).float()
+    batch["termination"] = batch["termination"].reshape(index.shape).float()
+    return TensorDict(batch, batch_size=index.shape)
+
+
+@torch.no_grad()
+def measure(world_model, batch) -> dict:
+    with world_model.evaluating(), world_model.autocast():
+        losses = world_model.compute_losses(batch)
+        z, _ = world_model.sample_posterior(batch["observation"], max_frames=1024)
+        h, _ = world_model.hidden_states(z, batch["action"])
+        predicted = world_model.predict_reward(h).float().flatten()
+        recon = world_model.decode(z).float()
+    obs = world_model.preprocess(batch["observation"]).float()
+    median = obs.median(dim=1, keepdim=True).values
+    foreground = ((obs - median).abs() > 0.1).any(dim=2, keepdim=True).expand_as(obs)
+    reward = batch["reward"].flatten()
+    return {
+        "reward_loss": float(losses["loss/reward"]),
+        "reward_auc": _auc(predicted, reward != 0),
+        "reward_correlation": _corr(predicted, reward),
+        "kl": float(losses["kl/dynamics"]),
+        "reconstruction": float(losses["loss/reconstruction"]),
+        "foreground": float((recon - obs).pow(2)[foreground].mean()) if foreground.any() else None,
+        "foreground_zero": float((median.expand_as(obs) - obs).pow(2)[foreground].mean()) if foreground.any() else None,
+        "foreground_fraction": float(foreground.float().mean()),
+    }
+
+
+def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout: int, seed: int) -> dict:
+    from diagnose_run import valid_starts  # benchmarks/ is on sys.path when run as a script
+
+    from drama.build import build_models
+    from drama.checkpoint import read_checkpoint
+    from drama.device import AutocastRuntime, resolve_device, resolve_precision
+    from drama.envs import probe_env
+    from drama.run import RunFolder
+
+    folder = RunFolder(run_dir)
+    cfg = folder.read_config(["runtime.device=cpu", *overrides])
+    device = resolve_device(cfg.runtime.device)
+    precision = resolve_precision(cfg.runtime.precision, device)
+    torch.manual_seed(seed)
+    world_model, _ = build_models(cfg, probe_env(cfg.env), AutocastRuntime(device, precision))
+    world_model.configure_optimizers()
+    state = read_checkpoint(folder.checkpoint)
+    storage = state["replay"]["_storage"]
+    rows, data = int(storage["_len"]), storage["_storage"]
+    ends = data["episode_end"].reshape(-1)
+    length, batch_size = cfg.train.batch_length, cfg.train.batch_size
+    train_starts = valid_starts(ends, rows - holdout, length)
+    eval_starts = valid_starts(ends, rows, length)
+    eval_starts = eval_starts[eval_starts >= rows - holdout]
+    generator = torch.Generator().manual_seed(seed)
+    eval_batch = windows(data, eval_starts[torch.randint(len(eval_starts), (64,), generator=generator)], length)
+    curve, spent = [], 0.0
+    for update in range(1, updates + 1):
+        batch = windows(data, train_starts[torch.randint(len(train_starts), (batch_size,), generator=generator)],
+                        length)
+        began = time.perf_counter()
+        world_model.training_step(batch)
+        world_model.lr_warmup.step()
+        spent += time.perf_counter() - began
+        if update % every == 0 or update == updates:
+            point = {"update": update, **measure(world_model, eval_batch)}
+            curve.append(point)
+            print({k: round(v, 4) if isinstance(v, float) else v for k, v in point.items()}, file=sys.stderr,
+                  flush=True)
+    return {"benchmark": "world_model_probe", "run_dir": str(run_dir), "env": cfg.env.id, "overrides": overrides,
+            "precision": precision, "threads": torch.get_num_threads(), "replay_rows": rows, "holdout_rows": holdout,
+            "batch": [batch_size, length], "updates": updates, "seconds_per_update": spent / updates,
+            "world_model_parameters": sum(p.numel() for p in world_model.parameters()), "curve": curve}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--updates", type=int, default=1500)
+    parser.add_argument("--every", type=int, default=250)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--holdout", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    result = probe(args.run_dir, args.updates, args.every, args.overrides, args.holdout, args.seed)
+    from drama.bench import write_result
+
+    write_result(result, None if args.out is None else str(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
