@@ -28,7 +28,7 @@ from drama.sweep.folder import SweepFolder
 from drama.sweep.progress import SweepProgress
 from drama.sweep.server import MlflowServer
 from drama.sweep.trial import TrialCrashed, run_trial
-from drama.tracking import ensure_experiment
+from drama.tracking import ensure_experiment, new_store
 
 OBJECT_STORE_BYTES = 100 * 1024 ** 2
 """Ray's object store of a local sweep: the trials pass only small JSON results."""
@@ -198,6 +198,7 @@ class _Driver:
 def _start_server(folder: SweepFolder, progress: SweepProgress, timings: dict[str, float]) -> MlflowServer:
     """The sweep's MLflow server on loopback against its own store; the table reads from it."""
     t0, own_uri = time.monotonic(), folder.own_store_uri()
+    new_store(folder.mlflow_db)  # the server would otherwise migrate a new store before it answers
     server = MlflowServer(own_uri, folder.root.resolve(), artifact_root=folder.artifacts.resolve(),
                           log_path=folder.server_log.resolve())
     progress.uri = server.start()

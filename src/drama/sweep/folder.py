@@ -39,7 +39,7 @@ class SweepFolder:
 
     def own_store_uri(self) -> str:
         """The URI of the sweep's own sqlite store."""
-        return f"sqlite:///{self.root.resolve() / MLFLOW_DB_FILE}"
+        return f"sqlite:///{self.mlflow_db.resolve()}"
 
     def evaluated(self, name: str) -> bool:
         """Whether trial ``name`` has an evaluation (a sweep run again skips it)."""
@@ -48,6 +48,7 @@ class SweepFolder:
 
     # the files and folders of the layout above
     record = InFolder(SWEEP_FILE)
+    mlflow_db = InFolder(MLFLOW_DB_FILE)
     logs = InFolder(LOGS_DIR)
     report = InFolder(REPORT_DIR)
     artifacts = InFolder(ARTIFACTS_DIR)
