@@ -25,6 +25,7 @@ for the laptop preset's diagnosis (docs/decisions.md); not a CI test.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -81,7 +82,10 @@ def measure(world_model, batch) -> dict:
     }
 
 
-def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout: int, seed: int) -> dict:
+def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout: int, seed: int,
+          out: Path | None = None) -> dict:
+    """The result (module docstring); with ``out``, also rewritten there after every measured point, so a probe
+    stopped by hand keeps its curve."""
     from diagnose_run import valid_starts  # benchmarks/ is on sys.path when run as a script
 
     from drama.build import build_models
@@ -108,6 +112,10 @@ def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout
     generator = torch.Generator().manual_seed(seed)
     eval_batch = windows(data, eval_starts[torch.randint(len(eval_starts), (64,), generator=generator)], length)
     curve, spent = [], 0.0
+    result = {"benchmark": "world_model_probe", "run_dir": str(run_dir), "env": cfg.env.id, "overrides": overrides,
+              "precision": precision, "threads": torch.get_num_threads(), "replay_rows": rows,
+              "holdout_rows": holdout, "batch": [batch_size, length], "updates": 0, "planned_updates": updates,
+              "world_model_parameters": sum(p.numel() for p in world_model.parameters()), "curve": curve}
     for update in range(1, updates + 1):
         batch = windows(data, train_starts[torch.randint(len(train_starts), (batch_size,), generator=generator)],
                         length)
@@ -118,12 +126,12 @@ def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout
         if update % every == 0 or update == updates:
             point = {"update": update, **measure(world_model, eval_batch)}
             curve.append(point)
+            result.update(updates=update, seconds_per_update=spent / update)
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in point.items()}, file=sys.stderr,
                   flush=True)
-    return {"benchmark": "world_model_probe", "run_dir": str(run_dir), "env": cfg.env.id, "overrides": overrides,
-            "precision": precision, "threads": torch.get_num_threads(), "replay_rows": rows, "holdout_rows": holdout,
-            "batch": [batch_size, length], "updates": updates, "seconds_per_update": spent / updates,
-            "world_model_parameters": sum(p.numel() for p in world_model.parameters()), "curve": curve}
+            if out is not None:
+                out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 def main() -> int:
@@ -138,7 +146,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = probe(args.run_dir, args.updates, args.every, args.overrides, args.holdout, args.seed)
+    result = probe(args.run_dir, args.updates, args.every, args.overrides, args.holdout, args.seed, args.out)
     from drama.bench import write_result
 
     write_result(result, None if args.out is None else str(args.out))

@@ -24,6 +24,8 @@ from drama.errors import EXIT_CHECKPOINT
 from drama.run import RunFolder
 from drama.run_lock import RunLock
 
+pytestmark = pytest.mark.xdist_group("hostile")  # its module fixture is built once, on one worker
+
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "conf/debug.yaml")
 ATARI = str(ROOT / "conf/atari.yaml")

@@ -22,6 +22,8 @@ from drama.config import load_config
 from drama.sweep.server import LOOPBACK, MlflowServer
 from drama.visuals import band_height
 
+pytestmark = pytest.mark.xdist_group("mlflow_server")  # its module fixture is built once, on one worker
+
 
 def run_info(run_dir: Path) -> dict:
     from drama.run import RunFolder

@@ -26,7 +26,7 @@ STATE_KEYS = ["world_model", "actor_critic", "world_model_optimizer", "actor_cri
               "actor_critic_warmup", "replay", "acting", "env", "observation", "rng", "loop"]
 CURVES = ["episode/return", "world_model/loss/total", "actor_critic/loss/total", "replay/rows"]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability")]  # one worker builds its module fixture
 
 
 @pytest.fixture(scope="module")

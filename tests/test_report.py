@@ -14,6 +14,8 @@ import pytest
 from drama.cli import main
 from drama.report import aggregates, collect, draw_curve, learning_curves_figure, per_game, rolling_mean
 
+pytestmark = pytest.mark.xdist_group("report")  # its module fixture is built once, on one worker
+
 matplotlib.use("Agg")
 
 

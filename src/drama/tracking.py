@@ -82,7 +82,7 @@ def store_template() -> Path | None:
 
 def new_store(db: Path) -> None:
     """Start the sqlite store ``db`` (not there yet) as a copy of :func:`store_template`. MLflow otherwise runs its
-    schema migrations on every new store: 3-5 s of each new run on 2 cores against ~0.1 s for the copy
+    schema migrations on every new store: 1.2 s of each new run against 0.05 s for the copy
     (``benchmarks/tracking_store.py``); the copy is the same store MLflow would make, so MLflow opens it as its own.
     Nothing happens when ``db`` exists or there is no template."""
     template = None if db.exists() else store_template()
