@@ -1,7 +1,7 @@
 """Can a world model learn a run's game? Train a fresh one on the run's replay and watch what it learns.
 
     python benchmarks/world_model_probe.py RUN_DIR --updates 1500 --every 250 [--set KEY=VALUE ...]
-        [--threads 1] [--holdout 4000] [--seed 0] [--out FILE]
+        [--threads 1] [--holdout 4000] [--seed 0] [--linear-decoder-output] [--out FILE]
 
 Builds the world model of ``RUN_DIR``'s config (plus ``--set`` overrides, e.g. ``world_model.encoder.depth=16``),
 trains it with its own optimiser and the run's precision on windows of ``train.batch_size`` x
@@ -16,6 +16,10 @@ rows, mostly):
 * ``reconstruction``: summed squared error per frame, and ``foreground``: the mean squared error on the pixels
   that differ from their window's temporal median by more than 0.1 (the moving sprites), against
   ``foreground_zero``, the error of drawing the median there.
+
+``--linear-decoder-output`` is an experiment, not a drama setting: the decoder's final sigmoid (the reference's) is
+replaced by the identity, to see whether its saturation on the mostly black frames (the gradient at a pixel that a
+small sprite lights now and then is scaled by sigma' ~ the pixel's mean) is what keeps the sprites out of the model.
 
 Separates "the world model cannot represent this game" from "the agent has not trained long enough" without a
 multi-hour learning run; compares settings at equal updates (``seconds_per_update`` says what each costs). Used
@@ -83,7 +87,7 @@ def measure(world_model, batch) -> dict:
 
 
 def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout: int, seed: int,
-          out: Path | None = None) -> dict:
+          out: Path | None = None, linear_decoder_output: bool = False) -> dict:
     """The result (module docstring); with ``out``, also rewritten there after every measured point, so a probe
     stopped by hand keeps its curve."""
     from diagnose_run import valid_starts  # benchmarks/ is on sys.path when run as a script
@@ -100,6 +104,9 @@ def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout
     precision = resolve_precision(cfg.runtime.precision, device)
     torch.manual_seed(seed)
     world_model, _ = build_models(cfg, probe_env(cfg.env), AutocastRuntime(device, precision))
+    if linear_decoder_output:
+        assert isinstance(world_model.decoder.net[-1], torch.nn.Sigmoid)
+        world_model.decoder.net[-1] = torch.nn.Identity()
     world_model.configure_optimizers()
     state = read_checkpoint(folder.checkpoint)
     storage = state["replay"]["_storage"]
@@ -113,7 +120,8 @@ def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout
     eval_batch = windows(data, eval_starts[torch.randint(len(eval_starts), (64,), generator=generator)], length)
     curve, spent = [], 0.0
     result = {"benchmark": "world_model_probe", "run_dir": str(run_dir), "env": cfg.env.id, "overrides": overrides,
-              "precision": precision, "threads": torch.get_num_threads(), "replay_rows": rows,
+              "linear_decoder_output": linear_decoder_output, "precision": precision,
+              "threads": torch.get_num_threads(), "replay_rows": rows,
               "holdout_rows": holdout, "batch": [batch_size, length], "updates": 0, "planned_updates": updates,
               "world_model_parameters": sum(p.numel() for p in world_model.parameters()), "curve": curve}
     for update in range(1, updates + 1):
@@ -143,10 +151,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--holdout", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--linear-decoder-output", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = probe(args.run_dir, args.updates, args.every, args.overrides, args.holdout, args.seed, args.out)
+    result = probe(args.run_dir, args.updates, args.every, args.overrides, args.holdout, args.seed, args.out,
+                   args.linear_decoder_output)
     from drama.bench import write_result
 
     write_result(result, None if args.out is None else str(args.out))
