@@ -8,8 +8,9 @@ episode (uniformly over the valid starts of the checkpoint's replay) and reports
 * ``reconstruction``: mean squared error per pixel (the model's [-0.5, 0.5] scale) of the decoded posterior
   sample, against predicting the windows' mean frame;
 * ``reward``: the reward head on the posterior rollout (``R(h_t)``, the reward of ``a_t``) against the real reward:
-  mean absolute error (and that of always predicting 0), and on rows with a non-zero reward the sign accuracy and
-  the correlation;
+  mean absolute error (and that of always predicting 0), on rows with a non-zero reward the sign accuracy and the
+  correlation, how often a rewarded row gets a larger prediction than an unrewarded one (``auc``; 0.5: chance) and
+  the mean prediction on both kinds of rows;
 * ``termination``: precision and recall of ``T(h_t) > 0`` against the real termination targets;
 * ``open_loop``: the sequence model run over the first C real frames, then H imagined steps fed the **real**
   actions of the next H rows: the imagined reward sum against the real one (correlation, mean absolute error, and
@@ -31,10 +32,20 @@ from pathlib import Path
 import torch
 
 
-def _corr(a: torch.Tensor, b: torch.Tensor) -> float | None:
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Pearson correlation of two 1-D tensors (None when either is constant or too short)."""
     if a.numel() < 3 or a.std() == 0 or b.std() == 0:
         return None
     return float(torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1])
+
+
+def auc(score: torch.Tensor, positive: torch.Tensor) -> float | None:
+    """How often a positive row scores above a negative one (ROC AUC: 0.5 is chance; ties broken arbitrarily)."""
+    pos, neg = score[positive].double(), score[~positive].double()
+    if pos.numel() == 0 or neg.numel() == 0:
+        return None
+    ranks = torch.cat([pos, neg]).argsort().argsort().double() + 1
+    return float((ranks[: pos.numel()].sum() - pos.numel() * (pos.numel() + 1) / 2) / (pos.numel() * neg.numel()))
 
 
 def valid_starts(episode_end: torch.Tensor, rows: int, length: int) -> torch.Tensor:
@@ -125,11 +136,15 @@ def diagnose(run_dir: Path, windows: int, seed: int, checkpoint: Path | None) ->
                    "nonzero_rows": int(nonzero.sum()),
                    "nonzero_sign_accuracy": float((predicted_reward[nonzero].sign() == reward[nonzero].sign())
                                                   .float().mean()) if nonzero.any() else None,
-                   "nonzero_correlation": _corr(predicted_reward[nonzero], reward[nonzero])},
+                   "nonzero_correlation": correlation(predicted_reward[nonzero], reward[nonzero]),
+                   "auc": auc(predicted_reward.flatten(), nonzero.flatten()),
+                   "mean_predicted_on_rewarded_rows": float(predicted_reward[nonzero].mean()) if nonzero.any()
+                   else None,
+                   "mean_predicted_on_other_rows": float(predicted_reward[~nonzero].mean())},
         "termination": {"real": int(termination.sum()), "predicted": int(predicted_termination.sum()),
                         "precision": true_pos / max(1, int(predicted_termination.sum())),
                         "recall": true_pos / max(1, int(termination.sum()))},
-        "open_loop": {"correlation": _corr(imagined_sum, real_sum),
+        "open_loop": {"correlation": correlation(imagined_sum, real_sum),
                       "mae": float((imagined_sum - real_sum).abs().mean()), "zero_mae": float(real_sum.abs().mean()),
                       "real_sum_mean": float(real_sum.mean()), "imagined_sum_mean": float(imagined_sum.mean())},
         "policy": {"entropy": entropy, "uniform_entropy": math.log(logits.shape[-1]),

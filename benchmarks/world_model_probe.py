@@ -37,20 +37,6 @@ from pathlib import Path
 import torch
 
 
-def _corr(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    if a.numel() < 3 or a.std() == 0 or b.std() == 0:
-        return None
-    return float(torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1])
-
-
-def _auc(score: torch.Tensor, positive: torch.Tensor) -> float | None:
-    pos, neg = score[positive].double(), score[~positive].double()
-    if pos.numel() == 0 or neg.numel() == 0:
-        return None
-    ranks = torch.cat([pos, neg]).argsort().argsort().double() + 1  # ties broken arbitrarily
-    return float((ranks[: pos.numel()].sum() - pos.numel() * (pos.numel() + 1) / 2) / (pos.numel() * neg.numel()))
-
-
 def windows(data, starts: torch.Tensor, length: int):
     from tensordict import TensorDict
 
@@ -64,6 +50,8 @@ def windows(data, starts: torch.Tensor, length: int):
 
 @torch.no_grad()
 def measure(world_model, batch) -> dict:
+    from diagnose_run import auc, correlation
+
     with world_model.evaluating(), world_model.autocast():
         losses = world_model.compute_losses(batch)
         z, _ = world_model.sample_posterior(batch["observation"], max_frames=1024)
@@ -76,8 +64,8 @@ def measure(world_model, batch) -> dict:
     reward = batch["reward"].flatten()
     return {
         "reward_loss": float(losses["loss/reward"]),
-        "reward_auc": _auc(predicted, reward != 0),
-        "reward_correlation": _corr(predicted, reward),
+        "reward_auc": auc(predicted, reward != 0),
+        "reward_correlation": correlation(predicted, reward),
         "kl": float(losses["kl/dynamics"]),
         "reconstruction": float(losses["loss/reconstruction"]),
         "foreground": float((recon - obs).pow(2)[foreground].mean()) if foreground.any() else None,
