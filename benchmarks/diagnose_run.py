@@ -56,6 +56,19 @@ def valid_starts(episode_end: torch.Tensor, rows: int, length: int) -> torch.Ten
     return starts[(before[starts + length - 1] - before[starts]) == 0]
 
 
+def replay_windows(data, starts: torch.Tensor, length: int):
+    """The (len(starts), length) world-model batch (a TensorDict) of the replay storage ``data`` from rows
+    ``starts``: uint8 observations, int64 actions, float rewards and termination targets."""
+    from tensordict import TensorDict
+
+    index = starts[:, None] + torch.arange(length)
+    batch = {key: data[key][index] for key in ("observation", "action", "reward", "termination")}
+    batch["action"] = batch["action"].reshape(index.shape).long()
+    batch["reward"] = batch["reward"].reshape(index.shape).float()
+    batch["termination"] = batch["termination"].reshape(index.shape).float()
+    return TensorDict(batch, batch_size=index.shape)
+
+
 @torch.no_grad()
 def diagnose(run_dir: Path, windows: int, seed: int, checkpoint: Path | None) -> dict:
     from drama.build import build_models
@@ -80,10 +93,9 @@ def diagnose(run_dir: Path, windows: int, seed: int, checkpoint: Path | None) ->
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     chosen = starts[torch.randint(len(starts), (min(windows, len(starts)),), generator=generator)]
-    index = chosen[:, None] + torch.arange(C + H)
-    obs, action = data["observation"][index], data["action"][index].reshape(len(chosen), C + H).long()
-    reward = data["reward"][index].reshape(len(chosen), C + H).float()
-    termination = data["termination"][index].reshape(len(chosen), C + H).bool()
+    batch = replay_windows(data, chosen, C + H)
+    obs, action, reward = batch["observation"], batch["action"], batch["reward"]
+    termination = batch["termination"].bool()
 
     # posterior rollout over the whole window
     z, _ = world_model.sample_posterior(obs, max_frames=1024)

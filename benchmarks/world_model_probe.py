@@ -37,17 +37,6 @@ from pathlib import Path
 import torch
 
 
-def windows(data, starts: torch.Tensor, length: int):
-    from tensordict import TensorDict
-
-    index = starts[:, None] + torch.arange(length)
-    batch = {key: data[key][index] for key in ("observation", "action", "reward", "termination")}
-    batch["action"] = batch["action"].reshape(index.shape).long()
-    batch["reward"] = batch["reward"].reshape(index.shape).float()
-    batch["termination"] = batch["termination"].reshape(index.shape).float()
-    return TensorDict(batch, batch_size=index.shape)
-
-
 @torch.no_grad()
 def measure(world_model, batch) -> dict:
     from diagnose_run import auc, correlation
@@ -78,7 +67,7 @@ def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout
           out: Path | None = None, linear_decoder_output: bool = False) -> dict:
     """The result (module docstring); with ``out``, also rewritten there after every measured point, so a probe
     stopped by hand keeps its curve."""
-    from diagnose_run import valid_starts  # benchmarks/ is on sys.path when run as a script
+    from diagnose_run import replay_windows, valid_starts  # benchmarks/ is on sys.path when run as a script
 
     from drama.build import build_models
     from drama.checkpoint import read_checkpoint
@@ -105,7 +94,7 @@ def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout
     eval_starts = valid_starts(ends, rows, length)
     eval_starts = eval_starts[eval_starts >= rows - holdout]
     generator = torch.Generator().manual_seed(seed)
-    eval_batch = windows(data, eval_starts[torch.randint(len(eval_starts), (64,), generator=generator)], length)
+    eval_batch = replay_windows(data, eval_starts[torch.randint(len(eval_starts), (64,), generator=generator)], length)
     curve, spent = [], 0.0
     result = {"benchmark": "world_model_probe", "run_dir": str(run_dir), "env": cfg.env.id, "overrides": overrides,
               "linear_decoder_output": linear_decoder_output, "precision": precision,
@@ -113,7 +102,7 @@ def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout
               "holdout_rows": holdout, "batch": [batch_size, length], "updates": 0, "planned_updates": updates,
               "world_model_parameters": sum(p.numel() for p in world_model.parameters()), "curve": curve}
     for update in range(1, updates + 1):
-        batch = windows(data, train_starts[torch.randint(len(train_starts), (batch_size,), generator=generator)],
+        batch = replay_windows(data, train_starts[torch.randint(len(train_starts), (batch_size,), generator=generator)],
                         length)
         began = time.perf_counter()
         world_model.training_step(batch)

@@ -130,7 +130,7 @@ class RunFolder:
         return os.environ.get("MLFLOW_TRACKING_URI") or self.own_store_uri()
 
     def own_store_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_db.resolve()}"
+        return store_uri(self.mlflow_db)
 
     def read_info(self) -> dict[str, str] | None:
         """``{"mlflow_run_id", "tracking_uri"}`` of ``run.json`` (None without one), the URI resolved for where the
@@ -157,6 +157,11 @@ class RunFolder:
         write_atomic(self.info, (json.dumps({"mlflow_run_id": run_id, "tracking_uri": None if own else tracking_uri,
                                              "store": MLFLOW_DB_FILE if own else "external", **made_by})
                                  + "\n").encode())
+
+
+def store_uri(db: Path) -> str:
+    """The MLflow tracking URI of the sqlite file ``db`` (absolute): a run's or a sweep's own store."""
+    return f"sqlite:///{db.resolve()}"
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from drama.run import ARTIFACTS_DIR, MLFLOW_DB_FILE, InFolder, RunFolder
+from drama.run import ARTIFACTS_DIR, MLFLOW_DB_FILE, InFolder, RunFolder, store_uri
 
 SWEEP_FILE = "sweep.json"
 LOGS_DIR = "logs"
@@ -39,7 +39,7 @@ class SweepFolder:
 
     def own_store_uri(self) -> str:
         """The URI of the sweep's own sqlite store."""
-        return f"sqlite:///{self.mlflow_db.resolve()}"
+        return store_uri(self.mlflow_db)
 
     def evaluated(self, name: str) -> bool:
         """Whether trial ``name`` has an evaluation (a sweep run again skips it)."""
