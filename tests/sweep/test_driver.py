@@ -23,6 +23,10 @@ from drama.checkpoint import read_checkpoint
 from drama.cli import main
 from drama.run import RunFolder
 
+# one worker runs these one after the other: two sweeps at once would fight over the cores with 4 trials, and the
+# kill test must only ever see its own trials' processes
+pytestmark = pytest.mark.xdist_group("sweep")
+
 TINY = ROOT / "conf/sweeps/tiny.yaml"
 NAMES = ["seed1_mamba2", "seed1_gru", "seed2_mamba2", "seed2_gru"]
 
@@ -185,7 +189,8 @@ def test_killed_worker_and_restarted_driver_finish_the_sweep_resuming_the_killed
             if not any((folder / n / "evaluations").is_dir() for n in NAMES):
                 return None
             for name in NAMES:
-                fits = {pid: v for pid, v in drama_processes(f"runtime.run_name={name} ").items() if " fit " in v[1]}
+                fits = {pid: v for pid, v in drama_processes(f"runtime.run_name={name} ").items()
+                        if " fit " in v[1] and str(out) in v[1]}  # this test's trials only
                 step = checkpoint_step(folder / name)
                 if fits and step is not None and step < 60 and not (folder / name / "evaluations").is_dir():
                     return name, step, next(iter(fits.items()))
