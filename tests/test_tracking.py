@@ -1,4 +1,5 @@
-"""Tracker's new stores: a copy of an empty store MLflow migrated once per MLflow version (drama.tracking.new_store)."""
+"""Tracker's new stores (a copy of an empty store MLflow migrated once per MLflow version: drama.tracking.new_store)
+and new records (one MLflow run per run folder)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,32 @@ def test_an_existing_store_is_never_replaced(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder = RunFolder(tmp_path / "run")
     tracker = _start(folder)
-    second = Tracker.start(folder, "exp")  # a second record in the same store: the first one is kept
+    second = Tracker.start(folder, "exp")  # a new record in the same store: the store and its first record are kept
     assert second.run_id != tracker.run_id
     assert Tracker.at(folder.own_store_uri(), tracker.run_id).latest_metrics() == {"a": 1.0}
+
+
+def _active_runs(tracker: Tracker) -> list[str]:
+    experiment = tracker.client.get_run(tracker.run_id).info.experiment_id
+    return [run.info.run_id for run in tracker.client.search_runs([experiment])]
+
+
+def test_a_new_start_over_a_start_stopped_before_its_first_checkpoint_replaces_its_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = RunFolder(tmp_path / "run")
+    stopped = _start(folder)
+    stopped.finish("KILLED")
+    again = Tracker.start(folder, "exp")  # drama fit in the same folder: it holds no checkpoint
+    assert _active_runs(again) == [again.run_id]
+    assert again.client.get_run(stopped.run_id).info.lifecycle_stage == "deleted"
+    assert folder.read_info()["mlflow_run_id"] == again.run_id
+
+
+def test_a_record_in_another_store_is_left_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = RunFolder(tmp_path / "run")
+    first = _start(folder)  # in the folder's own store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
+    second = Tracker.start(folder, "exp")
+    assert first.client.get_run(first.run_id).info.lifecycle_stage == "active"
+    assert folder.read_info() == {"mlflow_run_id": second.run_id, "tracking_uri": f"sqlite:///{tmp_path / 'shared.db'}"}

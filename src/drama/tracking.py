@@ -104,6 +104,22 @@ def ensure_experiment(client, name: str, artifacts: Path) -> str:
     return client.create_experiment(name, artifact_location=str(artifacts.resolve()))
 
 
+def _replace_unsaved(client, folder: RunFolder, uri: str) -> None:
+    """Before a new run starts in ``folder``: delete (MLflow's soft delete) the record a run-info file left there by
+    a start that was stopped before its first checkpoint, when it lives in this store. Nothing of it can be
+    resumed, and one folder keeps one MLflow run (a sweep trial killed while setting up starts over without leaving
+    a second, ``KILLED`` run of the same name). The run-info file goes too, so the new run's provenance is its own."""
+    left = folder.read_info()
+    if left is None:
+        return
+    if left["tracking_uri"] == uri:
+        try:
+            client.delete_run(left["mlflow_run_id"])
+        except Exception:  # noqa: BLE001 - already gone (a store replaced or cleaned): nothing to delete
+            pass
+    folder.info.unlink(missing_ok=True)
+
+
 class Tracker:
     """One run's MLflow record: params, metrics (batched), artifacts, metric histories and its final status."""
 
@@ -125,6 +141,7 @@ class Tracker:
         if uri == folder.own_store_uri():
             new_store(folder.mlflow_db)
         client = _client(uri)
+        _replace_unsaved(client, folder, uri)
         experiment_id = ensure_experiment(client, experiment, folder.artifacts)
         run_id = client.create_run(experiment_id, run_name=folder.name).info.run_id
         folder.write_info(run_id, uri)

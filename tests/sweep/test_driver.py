@@ -46,7 +46,8 @@ def latest_metrics(db: Path, experiment: str) -> dict[str, dict[str, float]]:
 def run_names(db: Path, experiment: str) -> list[str]:
     with sqlite3.connect(db) as con:
         return sorted(r[0] for r in con.execute(
-            "SELECT r.name FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id WHERE e.name = ?",
+            "SELECT r.name FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id WHERE e.name = ? "
+            "AND r.lifecycle_stage = 'active'",
             (experiment,)))
 
 
@@ -59,10 +60,10 @@ def test_tiny_sweep_end_to_end_then_skips_everything(tmp_path, capsys, monkeypat
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "out"
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)  # SIGINT: ignored in a background job
     assert main(["sweep", str(TINY), f"runtime.output_dir={out}", "--max-concurrent", "2", "--refresh", "1"]) == 0
     # the driver's process gets its own signal handlers back (ray.init replaces SIGTERM's and leaves it)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     captured = capsys.readouterr()
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert (summary["done"], summary["failed"], summary["skipped"]) == (4, 0, 0), captured.err

@@ -120,7 +120,7 @@ class _Driver:
         self.pending: dict[Any, Trial] = {}
         self.done: list[str] = []
         self.failed: list[str] = []
-        self.tagged: set[str] = set()
+        self.tagged: set[str] = set()  # MLflow run ids
 
     def trial_dir(self, trial: Trial) -> Path:
         return SweepFolder(self.sweep.folder).trial(trial.name).resolve()
@@ -157,10 +157,8 @@ class _Driver:
     def tag(self, trial: Trial) -> None:
         """Tag the trial's MLflow run once it exists: ``sweep``, ``sweep.trial`` and each grid value as
         ``sweep.<key>`` (its params hold the whole config already)."""
-        if trial.name in self.tagged:
-            return
         run_id = self.progress.run_id(trial.name)
-        if run_id is None:
+        if run_id is None or run_id in self.tagged:  # by record: a trial that starts over gets a new one
             return
         tags = {"sweep": self.sweep.name, "sweep.trial": trial.name,
                 **{f"sweep.{key}": format_value(value) for key, value in trial.grid.items()}}
@@ -168,7 +166,7 @@ class _Driver:
             self.progress.record(run_id).set_tags(tags)
         except Exception:  # noqa: BLE001 - a busy server: tagged at the next poll
             return
-        self.tagged.add(trial.name)
+        self.tagged.add(run_id)
 
     def collect(self, ref: Any, finished: int, total: int) -> None:
         import ray
