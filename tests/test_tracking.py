@@ -75,3 +75,12 @@ def test_a_record_in_another_store_is_left_alone(tmp_path, monkeypatch):
     second = Tracker.start(folder, "exp")
     assert first.client.get_run(first.run_id).info.lifecycle_stage == "active"
     assert folder.read_info() == {"mlflow_run_id": second.run_id, "tracking_uri": f"sqlite:///{tmp_path / 'shared.db'}"}
+
+
+def test_a_run_json_naming_a_record_the_store_lacks_does_not_stop_a_new_start(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = RunFolder(tmp_path / "run")
+    first = _start(folder)
+    folder.write_info("0" * 32, folder.own_store_uri())  # a record deleted for good (mlflow gc) or never made
+    again = Tracker.start(folder, "exp")
+    assert set(_active_runs(again)) == {first.run_id, again.run_id}  # the first one was not named: left alone

@@ -113,10 +113,10 @@ def _replace_unsaved(client, folder: RunFolder, uri: str) -> None:
     if left is None:
         return
     if left["tracking_uri"] == uri:
-        try:
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):  # already gone (a store replaced or cleaned): nothing to delete
             client.delete_run(left["mlflow_run_id"])
-        except Exception:  # noqa: BLE001 - already gone (a store replaced or cleaned): nothing to delete
-            pass
     folder.info.unlink(missing_ok=True)
 
 
