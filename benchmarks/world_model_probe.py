@@ -64,7 +64,7 @@ def measure(world_model, batch) -> dict:
 
 
 def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout: int, seed: int,
-          out: Path | None = None, linear_decoder_output: bool = False) -> dict:
+          out: Path | None = None, linear_decoder_output: bool = False, eval_length: int | None = None) -> dict:
     """The result (module docstring); with ``out``, also rewritten there after every measured point, so a probe
     stopped by hand keeps its curve."""
     from diagnose_run import replay_windows, valid_starts  # benchmarks/ is on sys.path when run as a script
@@ -91,15 +91,18 @@ def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout
     ends = data["episode_end"].reshape(-1)
     length, batch_size = cfg.train.batch_length, cfg.train.batch_size
     train_starts = valid_starts(ends, rows - holdout, length)
-    eval_starts = valid_starts(ends, rows, length)
+    eval_length = eval_length or length  # the same held-out windows for two batch shapes: the same --eval-length
+    eval_starts = valid_starts(ends, rows, eval_length)
     eval_starts = eval_starts[eval_starts >= rows - holdout]
     generator = torch.Generator().manual_seed(seed)
-    eval_batch = replay_windows(data, eval_starts[torch.randint(len(eval_starts), (64,), generator=generator)], length)
+    eval_batch = replay_windows(data, eval_starts[torch.randint(len(eval_starts), (64,), generator=generator)],
+                                eval_length)
     curve, spent = [], 0.0
     result = {"benchmark": "world_model_probe", "run_dir": str(run_dir), "env": cfg.env.id, "overrides": overrides,
               "linear_decoder_output": linear_decoder_output, "precision": precision,
               "threads": torch.get_num_threads(), "replay_rows": rows,
-              "holdout_rows": holdout, "batch": [batch_size, length], "updates": 0, "planned_updates": updates,
+              "holdout_rows": holdout, "batch": [batch_size, length], "eval_length": eval_length, "updates": 0,
+              "planned_updates": updates,
               "world_model_parameters": sum(p.numel() for p in world_model.parameters()), "curve": curve}
     for update in range(1, updates + 1):
         batch = replay_windows(data, train_starts[torch.randint(len(train_starts), (batch_size,), generator=generator)],
@@ -129,11 +132,13 @@ def main() -> int:
     parser.add_argument("--holdout", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--linear-decoder-output", action="store_true")
+    parser.add_argument("--eval-length", type=int, default=None,
+                        help="rows per held-out window (default train.batch_length)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = probe(args.run_dir, args.updates, args.every, args.overrides, args.holdout, args.seed, args.out,
-                   args.linear_decoder_output)
+                   args.linear_decoder_output, args.eval_length)
     from drama.bench import write_result
 
     write_result(result, None if args.out is None else str(args.out))
