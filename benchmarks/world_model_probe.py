@@ -105,8 +105,8 @@ def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout
               "planned_updates": updates,
               "world_model_parameters": sum(p.numel() for p in world_model.parameters()), "curve": curve}
     for update in range(1, updates + 1):
-        batch = replay_windows(data, train_starts[torch.randint(len(train_starts), (batch_size,), generator=generator)],
-                        length)
+        starts = train_starts[torch.randint(len(train_starts), (batch_size,), generator=generator)]
+        batch = replay_windows(data, starts, length)
         began = time.perf_counter()
         world_model.training_step(batch)
         world_model.lr_warmup.step()

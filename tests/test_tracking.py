@@ -46,7 +46,7 @@ def test_an_existing_store_is_never_replaced(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder = RunFolder(tmp_path / "run")
     tracker = _start(folder)
-    second = Tracker.start(folder, "exp")  # a new record in the same store: the store and its first record are kept
+    second = Tracker.start(folder, "exp")  # a new record in the same store; the first one (soft-deleted) still reads
     assert second.run_id != tracker.run_id
     assert Tracker.at(folder.own_store_uri(), tracker.run_id).latest_metrics() == {"a": 1.0}
 

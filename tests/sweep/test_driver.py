@@ -106,6 +106,23 @@ def test_tiny_sweep_end_to_end_then_skips_everything(tmp_path, capsys, monkeypat
     assert (again["done"], again["failed"], again["skipped"]) == (0, 0, 4)
 
 
+def test_a_trial_that_starts_over_gets_its_new_record_tagged_too():
+    from types import SimpleNamespace
+
+    from drama.sweep.driver import _Driver
+    from drama.sweep.file import Trial
+
+    run_ids, tagged_records = iter(["first", "first", "second", "second"]), []
+    progress = SimpleNamespace(run_id=lambda name: next(run_ids),
+                               record=lambda run_id: SimpleNamespace(set_tags=lambda tags: tagged_records.append(
+                                   (run_id, tags["sweep.trial"], tags["sweep.seed"]))))
+    driver = SimpleNamespace(progress=progress, tagged=set(), sweep=SimpleNamespace(name="s"))
+    trial = Trial(name="t1", grid={"seed": 1}, overrides=["seed=1"])
+    for _ in range(4):  # polled twice with its first record, then twice with the record of its new start
+        _Driver.tag(driver, trial)
+    assert tagged_records == [("first", "t1", "1"), ("second", "t1", "1")]
+
+
 def write_sweep(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "sweep.yaml"
     path.write_text(f"base: {ROOT / 'conf/debug.yaml'}\n{text}")
