@@ -22,6 +22,7 @@ from conftest import ROOT
 from drama.checkpoint import read_checkpoint
 from drama.cli import main
 from drama.run import RunFolder
+from drama.sweep.trial import CHILD
 
 # one worker runs these one after the other: two sweeps at once would fight over the cores with 4 trials, and the
 # kill test must only ever see its own trials' processes
@@ -162,7 +163,8 @@ def processes() -> dict[int, tuple[int, str]]:
 
 
 def drama_processes(marker: str) -> dict[int, tuple[int, str]]:
-    return {pid: v for pid, v in processes().items() if marker in v[1] and "-m drama" in v[1]}
+    """The trials' processes (``python -c CHILD fit ... --then evaluate ...``) whose command line holds ``marker``."""
+    return {pid: v for pid, v in processes().items() if marker in v[1] and CHILD in v[1]}
 
 
 def wait_for(condition, timeout: float, what: str, driver: subprocess.Popen | None = None):

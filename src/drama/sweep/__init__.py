@@ -1,7 +1,7 @@
 """``drama sweep SWEEP.yaml``: a fixed grid of trials (each ``drama fit`` then ``drama evaluate``) run with Ray.
 
 * :mod:`drama.sweep.file`: the sweep file, its trials and their folder names, validated before anything starts;
-* :mod:`drama.sweep.trial`: one trial inside a Ray worker (subprocesses; which failures are retried);
+* :mod:`drama.sweep.trial`: one trial inside a Ray worker (one subprocess; which failures are retried);
 * :mod:`drama.sweep.driver`: the MLflow server, Ray, ``ray.wait`` over the trials, ``sweep.json``, the report;
 * :mod:`drama.sweep.progress`: the live table of trials.
 

@@ -193,13 +193,22 @@ class _Driver:
         self.progress.say(f"[{finished}/{total}] done {trial.name} (return {result.get('mean')})")
 
 
-def _start_server(folder: SweepFolder, progress: SweepProgress, timings: dict[str, float]) -> MlflowServer:
-    """The sweep's MLflow server on loopback against its own store; the table reads from it."""
+def _start_server_and_ray(folder: SweepFolder, progress: SweepProgress, sweep: Sweep, address: str | None,
+                          max_concurrent: int | None, timings: dict[str, float]) -> MlflowServer:
+    """The sweep's MLflow server on loopback against its own store (the table reads from it), and Ray, started side
+    by side: each takes seconds, much of it waiting."""
     t0, own_uri = time.monotonic(), folder.own_store_uri()
     new_store(folder.mlflow_db)  # the server would otherwise migrate a new store before it answers
     server = MlflowServer(own_uri, folder.root.resolve(), artifact_root=folder.artifacts.resolve(),
                           log_path=folder.server_log.resolve())
-    progress.uri = server.start()
+    server.launch()
+    try:
+        _start_ray(sweep, address, max_concurrent)
+        timings["ray_start_s"] = round(time.monotonic() - t0, 1)
+        progress.uri = server.start()
+    except BaseException:
+        server.stop()
+        raise
     timings["mlflow_server_start_s"] = round(time.monotonic() - t0, 1)
     progress.say(f"MLflow server {server.url} (store {own_uri}); open it with: mlflow ui --backend-store-uri {own_uri}")
     return server
@@ -217,7 +226,6 @@ def run_sweep(sweep: Sweep, address: str | None = None, max_concurrent: int | No
     uri = os.environ.get("MLFLOW_TRACKING_URI") or own_uri
     server: MlflowServer | None = None
     timings: dict[str, float] = {}
-    started_ray = False
     driver: _Driver | None = None
     progress = SweepProgress(sweep.trials, folder.root, uri, refresh=refresh)
     handlers = _signal_handlers()  # ray.init installs its own and leaves them behind: restored at the end
@@ -229,16 +237,16 @@ def run_sweep(sweep: Sweep, address: str | None = None, max_concurrent: int | No
                 progress.set(name, "done", result=record.by_name[name].get("mean_return"))
                 progress.say(f"skip {name} (already evaluated)")
             if todo:
-                if not os.environ.get("MLFLOW_TRACKING_URI"):
-                    server = _start_server(folder, progress, timings)
+                t0 = time.monotonic()
+                if os.environ.get("MLFLOW_TRACKING_URI"):
+                    _start_ray(sweep, address, max_concurrent)
+                    timings["ray_start_s"] = round(time.monotonic() - t0, 1)
+                else:
+                    server = _start_server_and_ray(folder, progress, sweep, address, max_concurrent, timings)
                     uri = server.url
                 _create_experiment(uri, sweep.name, folder.artifacts)
                 record.data["tracking_uri"] = uri  # where this driver's trials log and their metrics are read
                 record.write()
-                t0 = time.monotonic()
-                _start_ray(sweep, address, max_concurrent)
-                started_ray = True
-                timings["ray_start_s"] = round(time.monotonic() - t0, 1)
                 import ray
 
                 how = "joined" if address else "started"
@@ -254,10 +262,11 @@ def run_sweep(sweep: Sweep, address: str | None = None, max_concurrent: int | No
 
             report_paths = report(finished_dirs, out=folder.report)
     finally:
-        if started_ray:
+        if todo:
             import ray
 
-            ray.shutdown()
+            if ray.is_initialized():  # also when the MLflow server failed after Ray had started
+                ray.shutdown()
         if server is not None:
             server.stop()
         _restore_signal_handlers(handlers)

@@ -44,22 +44,28 @@ class MlflowServer:
         return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_store_uri, *root,
                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
 
-    def start(self, attempts: int = 3) -> str:
-        """Start it and wait for ``/health``; returns its URL. A new port is tried if another process took the free
-        one before the server bound it."""
+    def launch(self) -> None:
+        """Start the server process on a free port without waiting for it (:meth:`start` waits), so that the
+        caller can do something else meanwhile (the sweep starts Ray)."""
         env = {**os.environ,
                # no job runner (huey consumers: 7 extra processes, twice the start-up time), no telemetry
                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
                "DO_NOT_TRACK": "true"}
         env.pop("MLFLOW_TRACKING_URI", None)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.command(port), cwd=self.workdir, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True, preexec_fn=terminate_with_parent())
+        self.url = f"http://127.0.0.1:{port}"
+
+    def start(self, attempts: int = 3) -> str:
+        """Start it (unless :meth:`launch` did) and wait for ``/health``; returns its URL. A new port is tried if
+        another process took the free one before the server bound it."""
         for _ in range(attempts):
-            port = free_port()
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(self.command(port), cwd=self.workdir, env=env, stdout=log,
-                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             start_new_session=True, preexec_fn=terminate_with_parent())
-            self.url = f"http://127.0.0.1:{port}"
+            if self.proc is None:
+                self.launch()
             if self._wait_ready():
                 return self.url
             self.stop()
