@@ -6,8 +6,9 @@ Usage (from the repository root, with the sweep extra installed: ``pip install -
 
 Runs ``drama sweep`` on a two-trial grid of ``conf/sweeps/tiny.yaml`` (seeds 1 and 2, the GRU backbone, 30 env
 steps each) ``--repeats`` times with ``--max-concurrent 2`` and as often with ``--max-concurrent 1``, alternated
-(A B A B, in fresh sweep folders), each as its own process. The driver's summary reports the seconds of its MLflow
-server start, of ``ray.init`` and of the trials themselves (``trials_s``: from the first submission to the last
+(A B A B, in fresh sweep folders), each as its own process. The driver's summary reports the seconds until its MLflow
+server and Ray are both up (they start side by side: ``mlflow_server_start_s``), until ``ray.init`` returned
+(``ray_start_s``), and of the trials themselves (``trials_s``: from the first submission to the last
 result). Prints one JSON line: medians of each, the concurrent / serial ratio of ``trials_s`` and of the whole
 command, the CPU count and model. No timing is asserted anywhere: this script only measures.
 """
