@@ -16,7 +16,6 @@ or the worker itself lost) is retried up to the sweep's ``retries``.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import subprocess
@@ -54,8 +53,8 @@ def _last_drama_line(text: str) -> str | None:
 def run_commands(argv: list[str], main: Callable[[list[str]], int]) -> int:
     """The trial's subprocess: ``argv`` is ``drama`` commands joined by :data:`THEN`, run in turn through ``main``
     (:func:`drama.cli.main`, handed in by the process's first line: the sweep sits below the CLI), each after its
-    ``$ drama ...`` line on stderr (the trial's log), the stdout of all but the last written to the log after it;
-    stops at the first failure and returns its exit code. The last command's stdout stays on stdout (the trial's
+    ``$ drama ...`` line on stderr (the trial's log), the stdout of all but the last going to the log too; stops at
+    the first failure and returns its exit code. The last command's stdout stays on stdout (the trial's
     result)."""
     commands: list[list[str]] = [[]]
     for arg in argv:
@@ -68,11 +67,8 @@ def run_commands(argv: list[str], main: Callable[[list[str]], int]) -> int:
         sys.stderr.flush()
         if i == len(commands) - 1:
             return main(command)
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
+        with contextlib.redirect_stdout(sys.stderr):  # into the log as it comes (a kill -9 loses none of it)
             code = main(command)
-        sys.stderr.write(out.getvalue())
-        sys.stderr.flush()
         if code:
             return code
     return 0
