@@ -1,7 +1,7 @@
 """Can a world model learn a run's game? Train a fresh one on the run's replay and watch what it learns.
 
     python benchmarks/world_model_probe.py RUN_DIR --updates 1500 --every 250 [--set KEY=VALUE ...]
-        [--threads 1] [--holdout 4000] [--seed 0] [--linear-decoder-output] [--out FILE]
+        [--threads 1] [--holdout 4000] [--seed 0] [--linear-decoder-output] [--trained] [--out FILE]
 
 Builds the world model of ``RUN_DIR``'s config (plus ``--set`` overrides, e.g. ``world_model.encoder.depth=16``),
 trains it with its own optimiser and the run's precision on windows of ``train.batch_size`` x
@@ -20,6 +20,10 @@ rows, mostly):
 ``--linear-decoder-output`` is an experiment, not a drama setting: the decoder's final sigmoid (the reference's) is
 replaced by the identity, to see whether its saturation on the mostly black frames (the gradient at a pixel that a
 small sprite lights now and then is scaled by sigma' ~ the pixel's mean) is what keeps the sprites out of the model.
+
+``--trained`` starts from the run's own world model (its checkpoint) instead of a fresh one and measures it before
+the first update (``--updates 0``: only that). The run trained on its whole replay, the "held-out" rows included,
+so this says what the run's model reconstructs, not how it generalises; the same numbers as the fresh probes'.
 
 Separates "the world model cannot represent this game" from "the agent has not trained long enough" without a
 multi-hour learning run; compares settings at equal updates (``seconds_per_update`` says what each costs). Used
@@ -64,7 +68,8 @@ def measure(world_model, batch) -> dict:
 
 
 def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout: int, seed: int,
-          out: Path | None = None, linear_decoder_output: bool = False, eval_length: int | None = None) -> dict:
+          out: Path | None = None, linear_decoder_output: bool = False, eval_length: int | None = None,
+          trained: bool = False) -> dict:
     """The result (module docstring); with ``out``, also rewritten there after every measured point, so a probe
     stopped by hand keeps its curve."""
     from diagnose_run import replay_windows, valid_starts  # benchmarks/ is on sys.path when run as a script
@@ -84,8 +89,10 @@ def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout
     if linear_decoder_output:
         assert isinstance(world_model.decoder.net[-1], torch.nn.Sigmoid)
         world_model.decoder.net[-1] = torch.nn.Identity()
-    world_model.configure_optimizers()
     state = read_checkpoint(folder.checkpoint)
+    if trained:
+        world_model.load_state_dict(state["world_model"])
+    world_model.configure_optimizers()
     storage = state["replay"]["_storage"]
     rows, data = int(storage["_len"]), storage["_storage"]
     ends = data["episode_end"].reshape(-1)
@@ -99,11 +106,14 @@ def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout
                                 eval_length)
     curve, spent = [], 0.0
     result = {"benchmark": "world_model_probe", "run_dir": str(run_dir), "env": cfg.env.id, "overrides": overrides,
-              "linear_decoder_output": linear_decoder_output, "precision": precision,
+              "linear_decoder_output": linear_decoder_output, "trained": trained, "precision": precision,
               "threads": torch.get_num_threads(), "replay_rows": rows,
               "holdout_rows": holdout, "batch": [batch_size, length], "eval_length": eval_length, "updates": 0,
               "planned_updates": updates,
               "world_model_parameters": sum(p.numel() for p in world_model.parameters()), "curve": curve}
+    if trained:
+        curve.append({"update": 0, **measure(world_model, eval_batch)})
+        print(curve[-1], file=sys.stderr, flush=True)
     for update in range(1, updates + 1):
         starts = train_starts[torch.randint(len(train_starts), (batch_size,), generator=generator)]
         batch = replay_windows(data, starts, length)
@@ -134,11 +144,12 @@ def main() -> int:
     parser.add_argument("--linear-decoder-output", action="store_true")
     parser.add_argument("--eval-length", type=int, default=None,
                         help="rows per held-out window (default train.batch_length)")
+    parser.add_argument("--trained", action="store_true", help="start from the run's trained world model")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = probe(args.run_dir, args.updates, args.every, args.overrides, args.holdout, args.seed, args.out,
-                   args.linear_decoder_output, args.eval_length)
+                   args.linear_decoder_output, args.eval_length, args.trained)
     from drama.bench import write_result
 
     write_result(result, None if args.out is None else str(args.out))
