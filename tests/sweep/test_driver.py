@@ -124,6 +124,30 @@ def test_a_trial_that_starts_over_gets_its_new_record_tagged_too():
     assert tagged_records == [("first", "t1", "1"), ("second", "t1", "1")]
 
 
+def test_the_mlflow_server_launched_beside_ray_is_stopped_when_ray_fails_to_start(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from drama.sweep import driver
+    from drama.sweep.folder import SweepFolder
+
+    calls = []
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(driver.MlflowServer, "launch", lambda self: calls.append("launch"))
+    monkeypatch.setattr(driver.MlflowServer, "start", lambda self: calls.append("start"))
+    monkeypatch.setattr(driver.MlflowServer, "stop", lambda self: calls.append("stop"))
+
+    def ray_fails(*args):
+        calls.append("ray")
+        raise RuntimeError("no Ray")
+
+    monkeypatch.setattr(driver, "_start_ray", ray_fails)
+    folder = SweepFolder(tmp_path / "sweep")
+    folder.root.mkdir()
+    with pytest.raises(RuntimeError, match="no Ray"):
+        driver._start_tracking_and_ray(folder, SimpleNamespace(), SimpleNamespace(), None, None, {})
+    assert calls == ["launch", "ray", "stop"]  # launched before Ray, never waited for, stopped
+
+
 def write_sweep(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "sweep.yaml"
     path.write_text(f"base: {ROOT / 'conf/debug.yaml'}\n{text}")

@@ -193,24 +193,29 @@ class _Driver:
         self.progress.say(f"[{finished}/{total}] done {trial.name} (return {result.get('mean')})")
 
 
-def _start_server_and_ray(folder: SweepFolder, progress: SweepProgress, sweep: Sweep, address: str | None,
-                          max_concurrent: int | None, timings: dict[str, float]) -> MlflowServer:
-    """The sweep's MLflow server on loopback against its own store (the table reads from it), and Ray, started side
-    by side: each takes seconds, much of it waiting."""
-    t0, own_uri = time.monotonic(), folder.own_store_uri()
-    new_store(folder.mlflow_db)  # the server would otherwise migrate a new store before it answers
-    server = MlflowServer(own_uri, folder.root.resolve(), artifact_root=folder.artifacts.resolve(),
-                          log_path=folder.server_log.resolve())
-    server.launch()
+def _start_tracking_and_ray(folder: SweepFolder, progress: SweepProgress, sweep: Sweep, address: str | None,
+                            max_concurrent: int | None, timings: dict[str, float]) -> MlflowServer | None:
+    """Ray and, unless ``MLFLOW_TRACKING_URI`` names a server, the sweep's own MLflow server on loopback against its
+    own store (the table reads from it), started side by side: each takes seconds, much of it waiting."""
+    t0, own_uri, server = time.monotonic(), folder.own_store_uri(), None
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        new_store(folder.mlflow_db)  # the server would otherwise migrate a new store before it answers
+        server = MlflowServer(own_uri, folder.root.resolve(), artifact_root=folder.artifacts.resolve(),
+                              log_path=folder.server_log.resolve())
+        server.launch()
     try:
         _start_ray(sweep, address, max_concurrent)
         timings["ray_start_s"] = round(time.monotonic() - t0, 1)
-        progress.uri = server.start()
+        if server is not None:
+            progress.uri = server.start()
+            timings["mlflow_server_start_s"] = round(time.monotonic() - t0, 1)
     except BaseException:
-        server.stop()
+        if server is not None:
+            server.stop()
         raise
-    timings["mlflow_server_start_s"] = round(time.monotonic() - t0, 1)
-    progress.say(f"MLflow server {server.url} (store {own_uri}); open it with: mlflow ui --backend-store-uri {own_uri}")
+    if server is not None:
+        progress.say(f"MLflow server {server.url} (store {own_uri}); open it with: mlflow ui --backend-store-uri "
+                     f"{own_uri}")
     return server
 
 
@@ -237,13 +242,8 @@ def run_sweep(sweep: Sweep, address: str | None = None, max_concurrent: int | No
                 progress.set(name, "done", result=record.by_name[name].get("mean_return"))
                 progress.say(f"skip {name} (already evaluated)")
             if todo:
-                t0 = time.monotonic()
-                if os.environ.get("MLFLOW_TRACKING_URI"):
-                    _start_ray(sweep, address, max_concurrent)
-                    timings["ray_start_s"] = round(time.monotonic() - t0, 1)
-                else:
-                    server = _start_server_and_ray(folder, progress, sweep, address, max_concurrent, timings)
-                    uri = server.url
+                server = _start_tracking_and_ray(folder, progress, sweep, address, max_concurrent, timings)
+                uri = server.url if server is not None else uri
                 _create_experiment(uri, sweep.name, folder.artifacts)
                 record.data["tracking_uri"] = uri  # where this driver's trials log and their metrics are read
                 record.write()

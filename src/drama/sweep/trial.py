@@ -62,16 +62,20 @@ def run_commands(argv: list[str], main: Callable[[list[str]], int]) -> int:
             commands.append([])
         else:
             commands[-1].append(arg)
-    for i, command in enumerate(commands):
-        sys.stderr.write(f"{COMMAND_MARK}{' '.join(command)}\n")
-        sys.stderr.flush()
-        if i == len(commands) - 1:
-            return main(command)
+    *first, last = commands
+    for command in first:
+        _mark(command)
         with contextlib.redirect_stdout(sys.stderr):  # into the log as it comes (a kill -9 loses none of it)
             code = main(command)
         if code:
             return code
-    return 0
+    _mark(last)
+    return main(last)
+
+
+def _mark(command: list[str]) -> None:
+    sys.stderr.write(f"{COMMAND_MARK}{' '.join(command)}\n")
+    sys.stderr.flush()
 
 
 def run_logged(commands: list[list[str]], log_path: Path, env: dict[str, str]) -> str:
