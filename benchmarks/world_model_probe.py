@@ -74,17 +74,18 @@ def measure(world_model, batch) -> dict:
         "foreground": float((recon - obs).pow(2)[foreground].mean()) if foreground.any() else None,
         "foreground_zero": float((median.expand_as(obs) - obs).pow(2)[foreground].mean()) if foreground.any() else None,
         "foreground_fraction": float(foreground.float().mean()),
-        "window_information": window_information(logits.float(), world_model.cfg.unimix),
+        "window_information": window_information(logits.float()),
         "reconstruction_vs_window_mean": float(frame_error.mean() / window_mean_error.mean()),
     }
 
 
-def window_information(logits: torch.Tensor, unimix: float) -> float:
+def window_information(logits: torch.Tensor) -> float:
     """What the posterior tells apart inside a window, in nats: the mutual information between a window's rows
     and their latent, ``H(mean_t q_t) - mean_t H(q_t)`` per latent variable, summed over the variables and
     averaged over the (B, L, K, C) windows. Near 0 when every row of a window gets the same code (a model that
-    knows which scene it is in but nothing that moves in it); Boxing's trained model: 28 nats."""
-    probs = (1 - unimix) * logits.softmax(-1) + unimix / logits.shape[-1]
+    knows which scene it is in but nothing that moves in it); Boxing's trained model: 28 nats. ``logits`` are the
+    posterior head's, the unimix already in them."""
+    probs = logits.softmax(-1)
     entropy = -(probs * probs.log()).sum(-1)  # (B, L, K)
     marginal = probs.mean(dim=1)
     marginal_entropy = -(marginal * marginal.log()).sum(-1)  # (B, K)
