@@ -2,7 +2,8 @@
 
     python benchmarks/world_model_probe.py RUN_DIR --updates 1500 --every 250 [--set KEY=VALUE ...]
         [--threads 1] [--holdout 4000] [--seed 0] [--linear-decoder-output] [--detach-dynamics-input] [--trained]
-        [--out FILE]
+        [--device cpu] [--time-limit S] [--out FILE]
+    python benchmarks/world_model_probe.py --config laptop --random-rows 20000 --set env.id=ALE/Krull-v5 ...
 
 Builds the world model of ``RUN_DIR``'s config (plus ``--set`` overrides, e.g. ``world_model.encoder.depth=16``),
 trains it with its own optimiser and the run's precision on windows of ``train.batch_size`` x
@@ -32,6 +33,13 @@ learns from the reconstruction and the representation KL only.
 ``--trained`` starts from the run's own world model (its checkpoint) instead of a fresh one and measures it before
 the first update (``--updates 0``: only that). The run trained on its whole replay, the "held-out" rows included,
 so this says what the run's model reconstructs, not how it generalises; the same numbers as the fresh probes'.
+
+``--config NAME --random-rows N`` (instead of ``RUN_DIR``): the replay is ``N`` rows of uniformly random play in the
+config's env, collected with the training env stack (``runtime.seed``) before the probe: every variant of one game
+sees the same rows. Random play reaches fewer of a game's scenes than a learning agent but shows the same sprites;
+it needs no run, so a probe can run where no run folder is (the GPU machine). ``--device cuda`` trains there
+(precision ``auto`` resolves for that device); ``--time-limit`` stops after that many seconds of updates, with the
+last point measured.
 
 Separates "the world model cannot represent this game" from "the agent has not trained long enough" without a
 multi-hour learning run; compares settings at equal updates (``seconds_per_update`` says what each costs). Used
@@ -92,37 +100,67 @@ def window_information(logits: torch.Tensor) -> float:
     return float((marginal_entropy - entropy.mean(dim=1)).sum(-1).mean())
 
 
-def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout: int, seed: int,
+def random_replay(cfg, rows: int):
+    """``rows`` replay rows (the storage's keys, :mod:`drama.data.replay`) of uniformly random play in ``cfg.env``,
+    through the env stack training uses, seeded with ``cfg.runtime.seed``."""
+    from tensordict import TensorDict
+
+    from drama.envs.runner import EnvRunner
+
+    runner = EnvRunner(cfg.env, cfg.runtime.seed)
+    rng = torch.Generator().manual_seed(cfg.runtime.seed)
+    out, began = [], time.perf_counter()
+    runner.reset()
+    for _ in range(rows):
+        result = runner.step(int(torch.randint(runner.spec.num_actions, (1,), generator=rng)))
+        out.append(result.replay_row())
+        if result.episode_end:
+            runner.reset()
+    data = TensorDict.cat(out) if hasattr(TensorDict, "cat") else torch.cat(out)
+    print(f"random_replay: {rows} rows of {cfg.env.id} in {time.perf_counter() - began:.0f} s", file=sys.stderr,
+          flush=True)
+    return data
+
+
+def probe(run_dir: Path | None, updates: int, every: int, overrides: list[str], holdout: int, seed: int,
           out: Path | None = None, linear_decoder_output: bool = False, eval_length: int | None = None,
-          trained: bool = False, detach_dynamics_input: bool = False) -> dict:
+          trained: bool = False, detach_dynamics_input: bool = False, device: str = "cpu",
+          config: str | None = None, random_rows: int = 0, time_limit: float | None = None) -> dict:
     """The result (module docstring); with ``out``, also rewritten there after every measured point, so a probe
     stopped by hand keeps its curve."""
     from diagnose_run import replay_windows, valid_starts  # benchmarks/ is on sys.path when run as a script
 
     from drama.build import build_models
     from drama.checkpoint import read_checkpoint
+    from drama.config import load_config
     from drama.device import AutocastRuntime, resolve_device, resolve_precision
     from drama.envs import probe_env
     from drama.run import RunFolder
 
-    folder = RunFolder(run_dir)
-    cfg = folder.read_config(["runtime.device=cpu", *overrides])
-    device = resolve_device(cfg.runtime.device)
-    precision = resolve_precision(cfg.runtime.precision, device)
+    settings = [f"runtime.device={device}", *overrides]
+    folder = None if run_dir is None else RunFolder(run_dir)
+    cfg = load_config(config, settings) if folder is None else folder.read_config(settings)
+    resolved = resolve_device(cfg.runtime.device)
+    precision = resolve_precision(cfg.runtime.precision, resolved)
     torch.manual_seed(seed)
-    world_model, _ = build_models(cfg, probe_env(cfg.env), AutocastRuntime(device, precision))
+    world_model, _ = build_models(cfg, probe_env(cfg.env), AutocastRuntime(resolved, precision))
+    world_model.to(resolved)
     if linear_decoder_output:
         assert isinstance(world_model.decoder.net[-1], torch.nn.Sigmoid)
         world_model.decoder.net[-1] = torch.nn.Identity()
     if detach_dynamics_input:
         hidden_states = world_model.hidden_states
         world_model.hidden_states = lambda z, action: hidden_states(z.detach(), action)
-    state = read_checkpoint(folder.checkpoint)
-    if trained:
-        world_model.load_state_dict(state["world_model"])
+    if folder is None:
+        data = random_replay(cfg, random_rows)
+        rows = random_rows
+    else:
+        state = read_checkpoint(folder.checkpoint)
+        if trained:
+            world_model.load_state_dict(state["world_model"])
+        storage = state["replay"]["_storage"]
+        rows, data = int(storage["_len"]), storage["_storage"]
     world_model.configure_optimizers()
-    storage = state["replay"]["_storage"]
-    rows, data = int(storage["_len"]), storage["_storage"]
     ends = data["episode_end"].reshape(-1)
     length, batch_size = cfg.train.batch_length, cfg.train.batch_size
     train_starts = valid_starts(ends, rows - holdout, length)
@@ -131,11 +169,14 @@ def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout
     eval_starts = eval_starts[eval_starts >= rows - holdout]
     generator = torch.Generator().manual_seed(seed)
     eval_batch = replay_windows(data, eval_starts[torch.randint(len(eval_starts), (64,), generator=generator)],
-                                eval_length)
+                                eval_length).to(resolved)
     curve, spent = [], 0.0
-    result = {"benchmark": "world_model_probe", "run_dir": str(run_dir), "env": cfg.env.id, "overrides": overrides,
+    result = {"benchmark": "world_model_probe", "run_dir": None if run_dir is None else str(run_dir),
+              "config": config, "replay": "random play" if folder is None else "the run's final replay",
+              "env": cfg.env.id, "overrides": overrides,
               "linear_decoder_output": linear_decoder_output, "detach_dynamics_input": detach_dynamics_input,
-              "trained": trained, "precision": precision,
+              "trained": trained, "precision": precision, "device": str(resolved),
+              "device_name": torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else None,
               "threads": torch.get_num_threads(), "replay_rows": rows,
               "holdout_rows": holdout, "batch": [batch_size, length], "eval_length": eval_length, "updates": 0,
               "planned_updates": updates,
@@ -145,12 +186,15 @@ def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout
         print(curve[-1], file=sys.stderr, flush=True)
     for update in range(1, updates + 1):
         starts = train_starts[torch.randint(len(train_starts), (batch_size,), generator=generator)]
-        batch = replay_windows(data, starts, length)
+        batch = replay_windows(data, starts, length).to(resolved)
         began = time.perf_counter()
         world_model.training_step(batch)
         world_model.lr_warmup.step()
+        if resolved.type == "cuda":
+            torch.cuda.synchronize(resolved)
         spent += time.perf_counter() - began
-        if update % every == 0 or update == updates:
+        stop = time_limit is not None and spent >= time_limit
+        if update % every == 0 or update == updates or stop:
             point = {"update": update, **measure(world_model, eval_batch)}
             curve.append(point)
             result.update(updates=update, seconds_per_update=spent / update)
@@ -158,12 +202,18 @@ def probe(run_dir: Path, updates: int, every: int, overrides: list[str], holdout
                   flush=True)
             if out is not None:
                 out.write_text(json.dumps(result, indent=1) + "\n")
+        if stop:
+            break
     return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, nargs="?", help="a drama run folder (or --config with --random-rows)")
+    parser.add_argument("--config", default=None, help="config name or file, with --random-rows instead of RUN_DIR")
+    parser.add_argument("--random-rows", type=int, default=0, help="rows of random play to train on (no RUN_DIR)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds of updates")
     parser.add_argument("--updates", type=int, default=1500)
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -177,9 +227,14 @@ def main() -> int:
     parser.add_argument("--trained", action="store_true", help="start from the run's trained world model")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if (args.run_dir is None) == (args.config is None) or (args.config is not None) != (args.random_rows > 0):
+        parser.error("give RUN_DIR, or --config with --random-rows N")
+    if args.trained and args.run_dir is None:
+        parser.error("--trained needs RUN_DIR (its checkpoint)")
     torch.set_num_threads(args.threads)
     result = probe(args.run_dir, args.updates, args.every, args.overrides, args.holdout, args.seed, args.out,
-                   args.linear_decoder_output, args.eval_length, args.trained, args.detach_dynamics_input)
+                   args.linear_decoder_output, args.eval_length, args.trained, args.detach_dynamics_input,
+                   args.device, args.config, args.random_rows, args.time_limit)
     from drama.bench import write_result
 
     write_result(result, None if args.out is None else str(args.out))

@@ -53,13 +53,15 @@ def test_auto_precision_and_layout_follow_the_cpus_bf16_hardware(name) -> None:
 
 
 @pytest.mark.parametrize("bf16", [True, False])
-def test_auto_on_cuda_follows_the_gpus_bf16_support_not_the_cpus(monkeypatch, bf16) -> None:
+def test_auto_on_cuda_is_float32_whatever_the_gpu_or_the_cpu(monkeypatch, bf16) -> None:
+    # bf16 measured slower on an H200 at the paper shape (resolve_precision's docstring); explicit values stand
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     for flags, *_ in FEATURE_SETS.values():
-        assert resolve_precision("auto", CUDA, flags) == ("bf16-mixed" if bf16 else "32-true")
+        assert resolve_precision("auto", CUDA, flags) == "32-true"
         assert resolve_channels_last("auto", CUDA, flags) is False
     assert resolve_precision("32-true", CUDA) == "32-true"
+    assert resolve_precision("bf16-mixed", CUDA) == "bf16-mixed"
 
 
 def test_auto_on_a_cuda_device_without_cuda_is_float32(monkeypatch) -> None:

@@ -75,7 +75,12 @@ def cpu_has_bf16_hardware(features: frozenset[str] | None = None) -> bool:
 def resolve_precision(name: str, device: torch.device, features: frozenset[str] | None = None) -> str:
     """``auto`` -> ``bf16-mixed`` only where bf16 runs in hardware and was measured faster, else ``32-true``.
 
-    * CUDA with bf16 support (Ampere and later): bf16 tensor cores; the reference trains in bf16 there too.
+    * CUDA: float32. bf16 autocast measured slower there: on one H200 at the paper shape (``conf/atari.yaml``,
+      pure-PyTorch Mamba-2, ``drama bench``, interleaved, medians of 5) an env step took 0.171 s in float32 and
+      0.188 s in bf16 (world-model update 0.087 s vs 0.096 s, actor-critic 0.071 s vs 0.079 s): a 7M-parameter
+      agent leaves the GPU launch-bound, and autocast adds cast kernels without shortening the matrix products
+      that matter (benchmarks/results/gpu_h200/bench_atari.json). The reference trains in bf16 on CUDA: set
+      ``bf16-mixed`` to do the same (also the choice to measure with the mamba-ssm kernels, unmeasured here).
     * CPUs with bf16 dot products (:data:`BF16_CPU_FLAGS`): at the ``laptop`` shape bf16 autocast measured 1.6x
       faster per env step on a 2-core Xeon with AMX and 1.4x on a 2-core AMD Zen 5 (AVX512-BF16, no AMX).
     * Any other CPU (AVX2, or AVX-512 without BF16) and MPS: float32. Without bf16 units bf16 is emulated: on an
@@ -87,8 +92,6 @@ def resolve_precision(name: str, device: torch.device, features: frozenset[str] 
     """
     if name != "auto":
         return name
-    if device.type == "cuda":
-        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
     if device.type == "cpu" and cpu_has_bf16_hardware(features):
         return "bf16-mixed"
     return "32-true"
