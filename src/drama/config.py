@@ -377,9 +377,9 @@ class RuntimeConfig:
     device: str = choice(RUNTIME_DEVICES, "auto")
     """torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps."""
     precision: str = choice(PRECISIONS, "auto")
-    """numeric precision: auto (bf16-mixed on CUDA with bf16 and on CPUs with bf16 dot products, avx512_bf16 or
-    AMX; else 32-true), 32-true, bf16-mixed (autocast; float32 weights, optimiser state and losses). Training,
-    imagination, acting and evaluation run under the same precision."""
+    """numeric precision: auto (bf16-mixed on CPUs with bf16 dot products, avx512_bf16 or AMX; else 32-true, CUDA
+    included: bf16 measured slower there, drama.device), 32-true, bf16-mixed (autocast; float32 weights, optimiser
+    state and losses). Training, imagination, acting and evaluation run under the same precision."""
     channels_last: bool | str = bounded("auto", "allowed: auto, true, false", choices=CHANNELS_LAST)
     """conv encoder/decoder weights and activations in channels_last (NHWC) layout: auto (on CPUs with bf16
     hardware, where it measured faster), true, false; same results, speed differs by device (drama bench)."""
