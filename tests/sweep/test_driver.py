@@ -124,6 +124,21 @@ def test_a_trial_that_starts_over_gets_its_new_record_tagged_too():
     assert tagged_records == [("first", "t1", "1"), ("second", "t1", "1")]
 
 
+def test_a_finished_trial_left_on_a_dead_server_is_pointed_back_at_the_sweeps_store(tmp_path):
+    # a driver killed between a trial's evaluation and collecting it leaves the trial's run.json on its server
+    from drama.sweep.driver import _unpoint_from_servers
+
+    own = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    on_server, on_store, on_elsewhere = (tmp_path / n for n in ("a", "b", "c"))
+    for folder, uri in ((on_server, "http://127.0.0.1:52863"), (on_store, own), (on_elsewhere, "sqlite:///x.db")):
+        folder.mkdir()
+        RunFolder(folder).write_info("run-id", uri)
+        _unpoint_from_servers(folder, own)
+    assert RunFolder(on_server).read_info() == {"mlflow_run_id": "run-id", "tracking_uri": own}
+    assert RunFolder(on_store).read_info()["tracking_uri"] == own
+    assert RunFolder(on_elsewhere).read_info()["tracking_uri"] == "sqlite:///x.db"  # only servers are unpointed
+
+
 def test_the_mlflow_server_launched_beside_ray_is_stopped_when_ray_fails_to_start(tmp_path, monkeypatch):
     from types import SimpleNamespace
 

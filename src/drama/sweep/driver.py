@@ -71,6 +71,15 @@ def _point_run_at(trial_dir: Path, uri: str) -> None:
         folder.write_info(info["mlflow_run_id"], uri)
 
 
+def _unpoint_from_servers(trial_dir: Path, own_uri: str) -> None:
+    """Point a finished trial that still names an MLflow server at the sweep's sqlite store (``own_uri``, what that
+    server served): a driver killed between a trial's evaluation and its :meth:`_Driver.collect` leaves the trial on
+    a server that died with it, and the next driver, which skips evaluated trials, would report from there."""
+    info = RunFolder(trial_dir).read_info()
+    if info is not None and info["tracking_uri"].startswith(("http://", "https://")):
+        _point_run_at(trial_dir, own_uri)
+
+
 def _create_experiment(uri: str, name: str, artifacts: Path) -> None:
     """The sweep's experiment, created once before the trials (two trials creating it at once would race, and the
     first one would put every trial's artifacts into its own folder)."""
@@ -237,6 +246,8 @@ def run_sweep(sweep: Sweep, address: str | None = None, max_concurrent: int | No
     try:
         with progress:
             for name in skipped:
+                if not os.environ.get("MLFLOW_TRACKING_URI"):  # else the trials' store is that one, and stays
+                    _unpoint_from_servers(folder.trial(name), own_uri)
                 if record.by_name[name]["status"] != "done":
                     record.set(name, status="done")
                 progress.set(name, "done", result=record.by_name[name].get("mean_return"))
