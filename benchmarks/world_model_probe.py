@@ -103,8 +103,6 @@ def window_information(logits: torch.Tensor) -> float:
 def random_replay(cfg, rows: int):
     """``rows`` replay rows (the storage's keys, :mod:`drama.data.replay`) of uniformly random play in ``cfg.env``,
     through the env stack training uses, seeded with ``cfg.runtime.seed``."""
-    from tensordict import TensorDict
-
     from drama.envs.runner import EnvRunner
 
     runner = EnvRunner(cfg.env, cfg.runtime.seed)
@@ -116,7 +114,7 @@ def random_replay(cfg, rows: int):
         out.append(result.replay_row())
         if result.episode_end:
             runner.reset()
-    data = TensorDict.cat(out) if hasattr(TensorDict, "cat") else torch.cat(out)
+    data = torch.cat(out)
     print(f"random_replay: {rows} rows of {cfg.env.id} in {time.perf_counter() - began:.0f} s", file=sys.stderr,
           flush=True)
     return data

@@ -52,3 +52,6 @@ def test_probe_on_random_play_measures_the_held_out_windows(tmp_path, monkeypatc
     assert [point["update"] for point in result["curve"]] == [1, 2]
     assert all(point["window_information"] > -1e-3 for point in result["curve"])  # mutual information, round-off
     assert out.is_file()
+    stopped = probe(None, updates=50, every=25, overrides=TINY, holdout=40, seed=0, config="debug", random_rows=120,
+                    time_limit=0.0)  # --time-limit: stops after the first update, with that point measured
+    assert stopped["updates"] == 1 and [point["update"] for point in stopped["curve"]] == [1]

@@ -75,9 +75,10 @@ def _unpoint_from_servers(trial_dir: Path, own_uri: str) -> None:
     """Point a finished trial that still names an MLflow server at the sweep's sqlite store (``own_uri``, what that
     server served): a driver killed between a trial's evaluation and its :meth:`_Driver.collect` leaves the trial on
     a server that died with it, and the next driver, which skips evaluated trials, would report from there."""
-    info = RunFolder(trial_dir).read_info()
+    folder = RunFolder(trial_dir)
+    info = folder.read_info()
     if info is not None and info["tracking_uri"].startswith(("http://", "https://")):
-        _point_run_at(trial_dir, own_uri)
+        folder.write_info(info["mlflow_run_id"], own_uri)
 
 
 def _create_experiment(uri: str, name: str, artifacts: Path) -> None:
