@@ -70,6 +70,30 @@ def replay_windows(data, starts: torch.Tensor, length: int):
 
 
 @torch.no_grad()
+def open_loop_rewards(world_model, z, action, reward, context: int, horizon: int):
+    """The sequence model over the first ``context`` posterior latents ``z`` (B, C+H, K*C) and their actions, then
+    ``horizon`` steps imagined from the prior fed the **real** actions of the next rows. Returns the context's
+    hidden states and the imagined and real reward sums over the horizon, each (B,)."""
+    h_context, backbone_state = world_model.hidden_states(z[:, :context], action[:, :context])
+    z_hat = world_model.sample_prior(h_context[:, -1].float())
+    imagined = []
+    for j in range(horizon):
+        h_j, backbone_state = world_model.dynamics.step(world_model.embed(z_hat, action[:, context + j]),
+                                                        backbone_state)
+        h_j = h_j.float()
+        imagined.append(world_model.predict_reward(h_j).float())
+        z_hat = world_model.sample_prior(h_j)
+    return h_context, torch.stack(imagined, 1).sum(1), reward[:, context:context + horizon].float().sum(1)
+
+
+def open_loop_summary(imagined_sum: torch.Tensor, real_sum: torch.Tensor) -> dict:
+    """Imagined against real reward sums: correlation, mean absolute error (and that of predicting 0), means."""
+    return {"correlation": correlation(imagined_sum, real_sum),
+            "mae": float((imagined_sum - real_sum).abs().mean()), "zero_mae": float(real_sum.abs().mean()),
+            "real_sum_mean": float(real_sum.mean()), "imagined_sum_mean": float(imagined_sum.mean())}
+
+
+@torch.no_grad()
 def diagnose(run_dir: Path, windows: int, seed: int, checkpoint: Path | None) -> dict:
     from drama.build import build_models
     from drama.checkpoint import read_checkpoint
@@ -109,18 +133,7 @@ def diagnose(run_dir: Path, windows: int, seed: int, checkpoint: Path | None) ->
     nonzero = reward != 0
     true_pos = (predicted_termination & termination).sum().item()
 
-    # open loop: C real frames, then H imagined steps fed the real actions
-    h_context, backbone_state = world_model.hidden_states(z[:, :C], action[:, :C])
-    z_hat = world_model.sample_prior(h_context[:, -1].float())
-    imagined = []
-    for j in range(H):
-        real_action = action[:, C + j]
-        h_j, backbone_state = world_model.dynamics.step(world_model.embed(z_hat, real_action), backbone_state)
-        h_j = h_j.float()
-        imagined.append(world_model.predict_reward(h_j).float())
-        z_hat = world_model.sample_prior(h_j)
-    imagined_sum = torch.stack(imagined, 1).sum(1)
-    real_sum = reward[:, C:].sum(1)
+    h_context, imagined_sum, real_sum = open_loop_rewards(world_model, z, action, reward, C, H)
 
     # the policy on acting features [ẑ_t, h_{t-1}] at the last context step
     features = torch.cat([world_model.sample_prior(h_context[:, -2].float()), h_context[:, -2].float()], -1)
@@ -156,9 +169,7 @@ def diagnose(run_dir: Path, windows: int, seed: int, checkpoint: Path | None) ->
         "termination": {"real": int(termination.sum()), "predicted": int(predicted_termination.sum()),
                         "precision": true_pos / max(1, int(predicted_termination.sum())),
                         "recall": true_pos / max(1, int(termination.sum()))},
-        "open_loop": {"correlation": correlation(imagined_sum, real_sum),
-                      "mae": float((imagined_sum - real_sum).abs().mean()), "zero_mae": float(real_sum.abs().mean()),
-                      "real_sum_mean": float(real_sum.mean()), "imagined_sum_mean": float(imagined_sum.mean())},
+        "open_loop": open_loop_summary(imagined_sum, real_sum),
         "policy": {"entropy": entropy, "uniform_entropy": math.log(logits.shape[-1]),
                    "max_probability": float(probs.max(-1).values.mean()), "greedy_actions": greedy.tolist()},
         "metrics": metrics,

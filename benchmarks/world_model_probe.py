@@ -18,6 +18,10 @@ rows, mostly):
 * ``reconstruction``: summed squared error per frame, and ``foreground``: the mean squared error on the pixels
   that differ from their window's temporal median by more than 0.1 (the moving sprites), against
   ``foreground_zero``, the error of drawing the median there;
+* ``open_loop``: on 256 held-out windows of ``imagination.context_length + imagination.horizon`` rows, the prior
+  imagining the horizon under the real actions after the real context: imagined against real reward sums
+  (:func:`diagnose_run.open_loop_rewards`), what imagination -- and so the actor -- sees of the game's rewards
+  (null when the held-out rows hold no such window);
 * ``window_information`` (nats the posterior tells apart between the rows of one window, :func:`window_information`)
   and ``reconstruction_vs_window_mean``: the reconstruction's summed squared error over that of drawing each
   window's mean frame (1: the model draws the scene, not what changes in it).
@@ -58,8 +62,8 @@ import torch
 
 
 @torch.no_grad()
-def measure(world_model, batch) -> dict:
-    from diagnose_run import auc, correlation
+def measure(world_model, batch, open_loop_batch, context: int, horizon: int) -> dict:
+    from diagnose_run import auc, correlation, open_loop_rewards, open_loop_summary
 
     with world_model.evaluating(), world_model.autocast():
         losses = world_model.compute_losses(batch)
@@ -67,6 +71,11 @@ def measure(world_model, batch) -> dict:
         h, _ = world_model.hidden_states(z, batch["action"])
         predicted = world_model.predict_reward(h).float().flatten()
         recon = world_model.decode(z).float()
+        open_loop = None
+        if open_loop_batch is not None:  # held-out rows hold a whole context + horizon window
+            z_open, _ = world_model.sample_posterior(open_loop_batch["observation"], max_frames=1024)
+            open_loop = open_loop_summary(*open_loop_rewards(world_model, z_open, open_loop_batch["action"],
+                                                             open_loop_batch["reward"], context, horizon)[1:])
     obs = world_model.preprocess(batch["observation"]).float()
     median = obs.median(dim=1, keepdim=True).values
     foreground = ((obs - median).abs() > 0.1).any(dim=2, keepdim=True).expand_as(obs)
@@ -84,6 +93,7 @@ def measure(world_model, batch) -> dict:
         "foreground_fraction": float(foreground.float().mean()),
         "window_information": window_information(logits.float()),
         "reconstruction_vs_window_mean": float(frame_error.mean() / window_mean_error.mean()),
+        "open_loop": open_loop,
     }
 
 
@@ -168,6 +178,11 @@ def probe(run_dir: Path | None, updates: int, every: int, overrides: list[str], 
     generator = torch.Generator().manual_seed(seed)
     eval_batch = replay_windows(data, eval_starts[torch.randint(len(eval_starts), (64,), generator=generator)],
                                 eval_length).to(resolved)
+    context, horizon = cfg.imagination.context_length, cfg.imagination.horizon
+    open_starts = valid_starts(ends, rows, context + horizon)
+    open_starts = open_starts[open_starts >= rows - holdout]
+    open_loop_batch = None if not len(open_starts) else replay_windows(
+        data, open_starts[torch.randint(len(open_starts), (256,), generator=generator)], context + horizon).to(resolved)
     curve, spent = [], 0.0
     result = {"benchmark": "world_model_probe", "run_dir": None if run_dir is None else str(run_dir),
               "config": config, "replay": "random play" if folder is None else "the run's final replay",
@@ -180,7 +195,7 @@ def probe(run_dir: Path | None, updates: int, every: int, overrides: list[str], 
               "planned_updates": updates,
               "world_model_parameters": sum(p.numel() for p in world_model.parameters()), "curve": curve}
     if trained:
-        curve.append({"update": 0, **measure(world_model, eval_batch)})
+        curve.append({"update": 0, **measure(world_model, eval_batch, open_loop_batch, context, horizon)})
         print(curve[-1], file=sys.stderr, flush=True)
     for update in range(1, updates + 1):
         starts = train_starts[torch.randint(len(train_starts), (batch_size,), generator=generator)]
@@ -193,7 +208,7 @@ def probe(run_dir: Path | None, updates: int, every: int, overrides: list[str], 
         spent += time.perf_counter() - began
         stop = time_limit is not None and spent >= time_limit
         if update % every == 0 or update == updates or stop:
-            point = {"update": update, **measure(world_model, eval_batch)}
+            point = {"update": update, **measure(world_model, eval_batch, open_loop_batch, context, horizon)}
             curve.append(point)
             result.update(updates=update, seconds_per_update=spent / update)
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in point.items()}, file=sys.stderr,

@@ -244,6 +244,9 @@ class WorldModelLossConfig:
     """weight of the representation loss KL(q_{t+1} || sg(p_t)) (trains the posterior)."""
     free_bits: float = bounded(1.0, **_WEIGHT)
     """free bits (nats): the KL terms are max(free_bits, KL)."""
+    representation_free_bits: float | None = None
+    """free bits of the representation term alone (nats; null = free_bits): a floor above free_bits lets the
+    posterior carry that many nats unpenalised while the dynamics term keeps training the prior above free_bits."""
     free_bits_mode: str = choice(FREE_BITS_MODES, "batch")
     """where free bits clip: batch (the reference: on the batch-mean KL) or step (per time step, DreamerV3)."""
 
@@ -538,6 +541,9 @@ def validate(cfg: DramaConfig) -> None:
     if bb.impl == "kernel":
         _check(bb.name in KERNEL_BACKBONES, "world_model.backbone.impl", "kernel",
                f"mamba-ssm kernels exist only for {', '.join(KERNEL_BACKBONES)} (use auto or torch)")
+    floor = wm.loss.representation_free_bits
+    _check(floor is None or (math.isfinite(floor) and floor >= 0), "world_model.loss.representation_free_bits",
+           floor, "must be null or a finite number >= 0")
     _check(wm.two_hot.low < wm.two_hot.high, "world_model.two_hot.low", wm.two_hot.low,
            f"must be < world_model.two_hot.high ({wm.two_hot.high})")
     _check(train.batch_length <= cfg.replay.capacity, "train.batch_length", train.batch_length,

@@ -169,7 +169,9 @@ class WorldModel(L.LightningModule):
         dynamics_kl = categorical_kl(posterior_logits[:, 1:].detach(), prior_logits[:, :-1])
         representation_kl = categorical_kl(posterior_logits[:, 1:], prior_logits[:, :-1].detach())
         dynamics_loss = free_bits_kl(dynamics_kl, weights.free_bits, weights.free_bits_mode)
-        representation_loss = free_bits_kl(representation_kl, weights.free_bits, weights.free_bits_mode)
+        representation_floor = (weights.free_bits if weights.representation_free_bits is None
+                                else weights.representation_free_bits)
+        representation_loss = free_bits_kl(representation_kl, representation_floor, weights.free_bits_mode)
 
         total = (weights.reconstruction * reconstruction_loss + weights.reward * reward_loss
                  + weights.termination * termination_loss + weights.dynamics * dynamics_loss

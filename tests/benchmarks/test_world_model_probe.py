@@ -12,6 +12,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from diagnose_run import open_loop_rewards  # noqa: E402
 from world_model_probe import probe, random_replay, window_information  # noqa: E402
 
 sys.path.remove(str(ROOT / "benchmarks"))
@@ -46,12 +47,39 @@ def test_random_replay_rows_follow_the_replay_contract_and_are_reproducible():
 def test_probe_on_random_play_measures_the_held_out_windows(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the probe imports diagnose_run beside it
     out = tmp_path / "probe.json"
-    result = probe(None, updates=2, every=1, overrides=TINY, holdout=40, seed=0, out=out, config="debug",
+    result = probe(None, updates=2, every=1, overrides=TINY, holdout=60, seed=0, out=out, config="debug",
                    random_rows=120)
     assert result["replay"] == "random play" and result["replay_rows"] == 120 and result["device"] == "cpu"
     assert [point["update"] for point in result["curve"]] == [1, 2]
     assert all(point["window_information"] > -1e-3 for point in result["curve"])  # mutual information, round-off
+    open_loop = result["curve"][-1]["open_loop"]  # 24-row windows (8 context + 16 horizon)
+    assert open_loop is not None and math.isfinite(open_loop["imagined_sum_mean"]) and open_loop["zero_mae"] >= 0
     assert out.is_file()
     stopped = probe(None, updates=50, every=25, overrides=TINY, holdout=40, seed=0, config="debug", random_rows=120,
                     time_limit=0.0)  # --time-limit: stops after the first update, with that point measured
     assert stopped["updates"] == 1 and [point["update"] for point in stopped["curve"]] == [1]
+
+
+def test_open_loop_imagines_the_horizon_under_the_real_actions_and_sums_the_real_rewards():
+    from drama.build import build_models
+    from drama.config import load_config
+    from drama.envs import probe_env
+
+    cfg = load_config("debug", TINY)
+    torch.manual_seed(0)
+    world_model, _ = build_models(cfg, probe_env(cfg.env))
+    world_model.eval()
+    B, C, H = 3, 4, 5
+    actions = probe_env(cfg.env).num_actions
+    obs = torch.randint(0, 256, (B, C + H, 3, 64, 64), dtype=torch.uint8)
+    action = torch.randint(actions, (B, C + H))
+    reward = torch.randn(B, C + H)
+    z, _ = world_model.sample_posterior(obs)
+    torch.manual_seed(1)
+    h_context, imagined, real = open_loop_rewards(world_model, z, action, reward, C, H)
+    assert h_context.shape[:2] == (B, C) and imagined.shape == real.shape == (B,)
+    assert torch.allclose(real, reward[:, C:].sum(1))  # the rows after the context, none of it
+    other = action.clone()
+    other[:, C:] = (action[:, C:] + 1) % actions
+    torch.manual_seed(1)  # the same prior samples: only the horizon's actions differ
+    assert not torch.allclose(open_loop_rewards(world_model, z, other, reward, C, H)[1], imagined)
