@@ -1,7 +1,7 @@
 """Can a world model learn a run's game? Train a fresh one on the run's replay and watch what it learns.
 
     python benchmarks/world_model_probe.py RUN_DIR --updates 1500 --every 250 [--set KEY=VALUE ...]
-        [--threads 1] [--holdout 4000] [--seed 0] [--linear-decoder-output] [--detach-dynamics-input] [--trained]
+        [--threads 1] [--holdout 4000] [--seed 0] [--linear-decoder-output] [--trained]
         [--device cpu] [--time-limit S] [--out FILE]
     python benchmarks/world_model_probe.py --config laptop --random-rows 20000 --set env.id=ALE/Krull-v5 ...
 
@@ -29,10 +29,6 @@ rows, mostly):
 ``--linear-decoder-output`` is an experiment, not a drama setting: the decoder's final sigmoid (the reference's) is
 replaced by the identity, to see whether its saturation on the mostly black frames (the gradient at a pixel that a
 small sprite lights now and then is scaled by sigma' ~ the pixel's mean) is what keeps the sprites out of the model.
-
-``--detach-dynamics-input`` is an experiment too: the backbone reads ``stopgrad(z_t)``, so no loss reaches the
-encoder through the dynamics (the reference lets the KL, reward and termination losses do so); the encoder then
-learns from the reconstruction and the representation KL only.
 
 ``--trained`` starts from the run's own world model (its checkpoint) instead of a fresh one and measures it before
 the first update (``--updates 0``: only that). The run trained on its whole replay, the "held-out" rows included,
@@ -132,7 +128,7 @@ def random_replay(cfg, rows: int):
 
 def probe(run_dir: Path | None, updates: int, every: int, overrides: list[str], holdout: int, seed: int,
           out: Path | None = None, linear_decoder_output: bool = False, eval_length: int | None = None,
-          trained: bool = False, detach_dynamics_input: bool = False, device: str = "cpu",
+          trained: bool = False, device: str = "cpu",
           config: str | None = None, random_rows: int = 0, time_limit: float | None = None) -> dict:
     """The result (module docstring); with ``out``, also rewritten there after every measured point, so a probe
     stopped by hand keeps its curve."""
@@ -156,9 +152,6 @@ def probe(run_dir: Path | None, updates: int, every: int, overrides: list[str], 
     if linear_decoder_output:
         assert isinstance(world_model.decoder.net[-1], torch.nn.Sigmoid)
         world_model.decoder.net[-1] = torch.nn.Identity()
-    if detach_dynamics_input:
-        hidden_states = world_model.hidden_states
-        world_model.hidden_states = lambda z, action: hidden_states(z.detach(), action)
     if folder is None:
         data = random_replay(cfg, random_rows)
         rows = random_rows
@@ -187,7 +180,7 @@ def probe(run_dir: Path | None, updates: int, every: int, overrides: list[str], 
     result = {"benchmark": "world_model_probe", "run_dir": None if run_dir is None else str(run_dir),
               "config": config, "replay": "random play" if folder is None else "the run's final replay",
               "env": cfg.env.id, "overrides": overrides,
-              "linear_decoder_output": linear_decoder_output, "detach_dynamics_input": detach_dynamics_input,
+              "linear_decoder_output": linear_decoder_output,
               "trained": trained, "precision": precision, "device": str(resolved),
               "device_name": torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else None,
               "threads": torch.get_num_threads(), "replay_rows": rows,
@@ -234,7 +227,6 @@ def main() -> int:
     parser.add_argument("--holdout", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--linear-decoder-output", action="store_true")
-    parser.add_argument("--detach-dynamics-input", action="store_true")
     parser.add_argument("--eval-length", type=int, default=None,
                         help="rows per held-out window (default train.batch_length)")
     parser.add_argument("--trained", action="store_true", help="start from the run's trained world model")
@@ -246,7 +238,7 @@ def main() -> int:
         parser.error("--trained needs RUN_DIR (its checkpoint)")
     torch.set_num_threads(args.threads)
     result = probe(args.run_dir, args.updates, args.every, args.overrides, args.holdout, args.seed, args.out,
-                   args.linear_decoder_output, args.eval_length, args.trained, args.detach_dynamics_input,
+                   args.linear_decoder_output, args.eval_length, args.trained,
                    args.device, args.config, args.random_rows, args.time_limit)
     from drama.bench import write_result
 

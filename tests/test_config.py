@@ -45,6 +45,8 @@ def test_overrides_are_typed():
         (["world_model.backbone.dropout=1.0"], "world_model.backbone.dropout"),
         (["world_model.backbone.headdim=100"], "world_model.backbone.headdim"),
         (["world_model.loss.free_bits_mode=sometimes"], "allowed: batch, step"),
+        (["world_model.loss.representation_free_bits=-1"],
+         "world_model.loss.representation_free_bits=-1.0 is invalid: must be null or a finite number >= 0"),
         (["actor_critic.bootstrap=v0"], "allowed: textbook, reference"),
         (["runtime.device=tpu"], "runtime.device"),
         (["runtime.device=cuda:x"], "runtime.device='cuda:x' is invalid: allowed: auto, cpu, cuda, cuda:N, mps"),
@@ -209,7 +211,8 @@ def test_only_these_fields_have_no_declared_bound():
         "env.id",  # checked by the env factory (unknown ids, action spaces)
         "world_model.two_hot.low", "world_model.two_hot.high",  # low < high is a cross-field rule of validate
         "train.stop_at_return",  # any return, or null
-        "runtime.deterministic", "runtime.progress",  # booleans
+        "world_model.loss.representation_free_bits",  # null or >= 0: a rule of validate (None fails a bound)
+        "runtime.deterministic", "runtime.progress", "world_model.loss.detach_dynamics_input",  # booleans
         "runtime.experiment",  # any MLflow experiment name
     }
 

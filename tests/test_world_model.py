@@ -67,6 +67,33 @@ def test_free_bits_step_mode_and_kl_above_floor_trains_prior():
     assert losses["loss/dynamics"] >= 0.05
 
 
+def test_representation_free_bits_floor_the_representation_term_alone():
+    cfg = tiny_config("world_model.loss.free_bits=0.0", "world_model.loss.representation_free_bits=1000")
+    wm = WorldModel(cfg.world_model, (4,), num_actions=3)
+    losses = wm.compute_losses(random_batch(wm))
+    assert losses["loss/representation"] == 1000
+    torch.testing.assert_close(losses["loss/dynamics"], losses["kl/dynamics"])  # its own floor: 0
+    assert losses["kl/dynamics"] < 1000
+    losses["loss/total"].backward()
+    assert wm.prior_head.linear.weight.grad.abs().sum() > 0  # the dynamics term still trains the prior
+    default = tiny_config("world_model.loss.free_bits=1000")  # null: the representation term takes free_bits
+    assert WorldModel(default.world_model, (4,), num_actions=3).compute_losses(random_batch(wm))[
+        "loss/representation"] == 1000
+
+
+def test_detached_dynamics_input_keeps_the_reward_loss_out_of_the_encoder():
+    batch = None
+    for detach in (False, True):
+        torch.manual_seed(0)
+        cfg = tiny_config(f"world_model.loss.detach_dynamics_input={detach}")
+        wm = WorldModel(cfg.world_model, (3, 64, 64), num_actions=3)
+        batch = batch if batch is not None else random_batch(wm)
+        wm.compute_losses(batch)["loss/reward"].backward()
+        encoder_grad = sum(float(p.grad.abs().sum()) for p in wm.encoder.parameters() if p.grad is not None)
+        assert (encoder_grad == 0) == detach  # the reward head reads h, which reads sg(z_t) when detached
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in wm.dynamics.parameters())  # still trained
+
+
 def test_reconstruction_is_summed_over_pixels_and_averaged_over_steps():
     cfg = tiny_config()
     wm = WorldModel(cfg.world_model, (3, 64, 64), num_actions=3)

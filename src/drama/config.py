@@ -247,6 +247,10 @@ class WorldModelLossConfig:
     representation_free_bits: float | None = None
     """free bits of the representation term alone (nats; null = free_bits): a floor above free_bits lets the
     posterior carry that many nats unpenalised while the dynamics term keeps training the prior above free_bits."""
+    detach_dynamics_input: bool = False
+    """the sequence model reads stopgrad(z_t) in the loss (switch): the reward, termination and dynamics losses
+    then train the sequence model and heads but not the encoder, which learns from reconstruction and the
+    representation term alone (the reference: false)."""
     free_bits_mode: str = choice(FREE_BITS_MODES, "batch")
     """where free bits clip: batch (the reference: on the batch-mean KL) or step (per time step, DreamerV3)."""
 

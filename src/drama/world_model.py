@@ -13,6 +13,10 @@ and ``d_t``. The loss is the reference's:
     total = recon + reward + termination + 1.0 * dynamics + 0.1 * representation
     dynamics       = max(1, mean KL(sg(q_{t+1}) || p_t))
     representation = max(1, mean KL(q_{t+1} || sg(p_t)))
+
+(the weights and floors are ``world_model.loss``'s; ``representation_free_bits`` gives the representation term a
+floor of its own, and ``detach_dynamics_input`` feeds the sequence model ``sg(z_t)``, so that only the
+reconstruction and representation terms reach the encoder).
 """
 
 from __future__ import annotations
@@ -159,7 +163,7 @@ class WorldModel(L.LightningModule):
         reconstruction = upcast(self.decode(z))
         reconstruction_loss = (reconstruction - obs).pow(2).reshape(batch_size, length, -1).sum(-1).mean()
 
-        h, _ = self.hidden_states(z, action)  # h_t has read (z_t, a_t)
+        h, _ = self.hidden_states(z.detach() if weights.detach_dynamics_input else z, action)  # h_t read (z_t, a_t)
         prior_logits = self.prior_head(h)  # p_t predicts z_{t+1}
         reward_loss = self.two_hot.loss(self.reward_head(h), batch["reward"]).mean()
         termination_logit = upcast(self.termination_head(h).squeeze(-1))
