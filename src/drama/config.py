@@ -85,13 +85,17 @@ RULES: dict[str, Any] = {
     "excludes": lambda value, chars: not any(c in value for c in chars),
     "not_in": lambda value, options: value not in options,
     "each": lambda value, rules: all(satisfies(item, rules) for item in value),
+    "nullable": lambda value, on: True,
 }
 """Bound rules a field's metadata may hold: rule name -> predicate(value, rule argument). NaN fails every
-comparison. ``each`` applies a dict of rules to every item of a list."""
+comparison. ``each`` applies a dict of rules to every item of a list. ``nullable`` lets ``None`` (null) pass
+every rule of the field; a field without it fails on ``None``."""
 
 
 def satisfies(value: Any, rules: dict[str, Any]) -> bool:
     """Whether ``value`` passes every rule of ``rules`` (:data:`RULES` names; ``allowed`` is the message)."""
+    if value is None:
+        return bool(rules.get("nullable"))
     return all(RULES[name](value, arg) for name, arg in rules.items() if name != "allowed")
 
 
@@ -244,7 +248,8 @@ class WorldModelLossConfig:
     """weight of the representation loss KL(q_{t+1} || sg(p_t)) (trains the posterior)."""
     free_bits: float = bounded(1.0, **_WEIGHT)
     """free bits (nats): the KL terms are max(free_bits, KL)."""
-    representation_free_bits: float | None = None
+    representation_free_bits: float | None = bounded(None, "must be null or a finite number >= 0", nullable=True,
+                                                     ge=0, finite=True)
     """free bits of the representation term alone (nats; null = free_bits): a floor above free_bits lets the
     posterior carry that many nats unpenalised while the dynamics term keeps training the prior above free_bits."""
     detach_dynamics_input: bool = False
@@ -545,9 +550,6 @@ def validate(cfg: DramaConfig) -> None:
     if bb.impl == "kernel":
         _check(bb.name in KERNEL_BACKBONES, "world_model.backbone.impl", "kernel",
                f"mamba-ssm kernels exist only for {', '.join(KERNEL_BACKBONES)} (use auto or torch)")
-    floor = wm.loss.representation_free_bits
-    _check(floor is None or (math.isfinite(floor) and floor >= 0), "world_model.loss.representation_free_bits",
-           floor, "must be null or a finite number >= 0")
     _check(wm.two_hot.low < wm.two_hot.high, "world_model.two_hot.low", wm.two_hot.low,
            f"must be < world_model.two_hot.high ({wm.two_hot.high})")
     _check(train.batch_length <= cfg.replay.capacity, "train.batch_length", train.batch_length,
