@@ -1,6 +1,7 @@
 """What has a run learned? The world model and the policy of a run's checkpoint measured on its own replay.
 
-    python benchmarks/diagnose_run.py RUN_DIR [--windows 128] [--seed 0] [--checkpoint FILE] [--out FILE]
+    python benchmarks/diagnose_run.py RUN_DIR [--windows 128] [--seed 0] [--recent 4096] [--checkpoint FILE] \\
+        [--out FILE]
 
 Draws ``--windows`` real windows of ``imagination.context_length + imagination.horizon`` rows that stay inside one
 episode (uniformly over the valid starts of the checkpoint's replay) and reports, as one JSON object:
@@ -15,6 +16,11 @@ episode (uniformly over the valid starts of the checkpoint's replay) and reports
 * ``open_loop``: the sequence model run over the first C real frames, then H imagined steps fed the **real**
   actions of the next H rows: the imagined reward sum against the real one (correlation, mean absolute error, and
   the error of predicting 0) -- whether imagination tracks reality under the actions that were taken;
+* ``on_policy``: windows drawn from the **latest** ``--recent`` rows only (collected by nearly the checkpoint's
+  policy): the actor's own imagined rollouts from the C real frames (``imagine`` with the sampled policy, as in
+  training) against the real reward sums of the next H rows, next to the open loop under the real actions on the
+  same windows. If the world model is right about the policy, the actor's imagined sums match the real ones on
+  average; an imagined mean well above the real one, with the open loop close to it, is model exploitation;
 * ``policy``: on the acting features ``[ẑ_t, h_{t-1}]`` of the real windows, the mean entropy (and the uniform
   entropy), the mean probability of the most likely action and the histogram of greedy actions;
 * ``metrics``: the latest logged training metrics that matter here (return scale, entropy, DFS counters).
@@ -86,6 +92,28 @@ def open_loop_rewards(world_model, z, action, reward, context: int, horizon: int
     return h_context, torch.stack(imagined, 1).sum(1), reward[:, context:context + horizon].float().sum(1)
 
 
+@torch.no_grad()
+def on_policy_rewards(world_model, actor_critic, batch, context: int, horizon: int) -> dict:
+    """The actor imagining ``horizon`` steps from the first ``context`` real frames of ``batch`` (sampled actions, as
+    in training) against the real reward sums of the next ``horizon`` rows, and the open loop under the real actions
+    on the same windows: means, correlations and the imagined-minus-real bias of each."""
+    from drama.imagination import imagine
+
+    rollout = imagine(world_model, batch[:, :context], actor_critic.act, horizon)
+    actor_sum = rollout["reward"].float().sum(1)
+    z, _ = world_model.sample_posterior(batch["observation"], max_frames=1024)
+    _, open_sum, real_sum = open_loop_rewards(world_model, z, batch["action"], batch["reward"], context, horizon)
+    actions = actor_critic.num_actions
+    return {"windows": int(real_sum.numel()), "real_sum_mean": float(real_sum.mean()),
+            "actor_imagined_sum_mean": float(actor_sum.mean()), "actor_bias": float((actor_sum - real_sum).mean()),
+            "actor_correlation": correlation(actor_sum, real_sum),
+            "open_loop_imagined_sum_mean": float(open_sum.mean()),
+            "open_loop_bias": float((open_sum - real_sum).mean()),
+            "open_loop_correlation": correlation(open_sum, real_sum),
+            "imagined_actions": torch.bincount(rollout["action"].flatten(), minlength=actions).tolist(),
+            "real_actions": torch.bincount(batch["action"][:, context:].flatten(), minlength=actions).tolist()}
+
+
 def open_loop_summary(imagined_sum: torch.Tensor, real_sum: torch.Tensor) -> dict:
     """Imagined against real reward sums: correlation, mean absolute error (and that of predicting 0), means."""
     return {"correlation": correlation(imagined_sum, real_sum),
@@ -94,7 +122,7 @@ def open_loop_summary(imagined_sum: torch.Tensor, real_sum: torch.Tensor) -> dic
 
 
 @torch.no_grad()
-def diagnose(run_dir: Path, windows: int, seed: int, checkpoint: Path | None) -> dict:
+def diagnose(run_dir: Path, windows: int, seed: int, checkpoint: Path | None, recent: int = 4096) -> dict:
     from drama.build import build_models
     from drama.checkpoint import read_checkpoint
     from drama.envs import probe_env
@@ -120,6 +148,13 @@ def diagnose(run_dir: Path, windows: int, seed: int, checkpoint: Path | None) ->
     batch = replay_windows(data, chosen, C + H)
     obs, action, reward = batch["observation"], batch["action"], batch["reward"]
     termination = batch["termination"].bool()
+
+    recent_starts = starts[starts >= rows - recent]
+    on_policy = None
+    if len(recent_starts):
+        picked = recent_starts[torch.randint(len(recent_starts), (windows,), generator=generator)]
+        on_policy = on_policy_rewards(world_model, actor_critic, replay_windows(data, picked, C + H), C, H)
+        on_policy["recent_rows"] = recent
 
     # posterior rollout over the whole window
     z, _ = world_model.sample_posterior(obs, max_frames=1024)
@@ -170,6 +205,7 @@ def diagnose(run_dir: Path, windows: int, seed: int, checkpoint: Path | None) ->
                         "precision": true_pos / max(1, int(predicted_termination.sum())),
                         "recall": true_pos / max(1, int(termination.sum()))},
         "open_loop": open_loop_summary(imagined_sum, real_sum),
+        "on_policy": on_policy,
         "policy": {"entropy": entropy, "uniform_entropy": math.log(logits.shape[-1]),
                    "max_probability": float(probs.max(-1).values.mean()), "greedy_actions": greedy.tolist()},
         "metrics": metrics,
@@ -182,9 +218,11 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--recent", type=int, default=4096,
+                        help="rows at the end of the replay the on-policy windows are drawn from (default 4096)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    result = diagnose(args.run_dir, args.windows, args.seed, args.checkpoint)
+    result = diagnose(args.run_dir, args.windows, args.seed, args.checkpoint, args.recent)
     from drama.bench import write_result
 
     write_result(result, None if args.out is None else str(args.out))
